@@ -1,0 +1,96 @@
+# Build a Large Language Model from Scratch: one entry point for readers, authors and CI.
+#   make book   install, execute every chapter, build HTML and PDF
+#   make test   install, unit tests, nbval on every chapter, HTML and PDF build (warnings = errors)
+#   make bench  speed and quality benchmarks, printed as ratios against references
+#   make lab    open the chapters in JupyterLab with the project's environment
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+# Tests and CI read the corpus from the read-only mirror beside the clone, when there is one.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/tinyshakespeare.txt),)
+export BUILDLLM_DATA_DIR ?= $(SHARED_DATA)
+endif
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+
+.PHONY: all install tex book html pdf test test-unit test-notebooks test-book bench lab execute figures lint clean
+
+all: book
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' \
+	  || { echo "error: set PYTHON=/path/to/python3.11 (make PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+tex:
+	@bash scripts/ensure-tex.sh
+
+# ---- the book -------------------------------------------------------------------------------
+# `make book` executes every chapter (through jupyter-cache, so the PDF reuses the HTML's run).
+book: install tex
+	$(BIN)/jupyter-book build . -W --keep-going
+	$(BIN)/jupyter-book build . -W --keep-going --builder pdflatex
+	@echo "HTML: _build/html/index.html   PDF: _build/latex/book.pdf"
+
+# The HTML and PDF from the stored (already verified) outputs, without executing anything.
+_build/config-stored.yml: _config.yml
+	@mkdir -p _build
+	sed 's/execute_notebooks: cache/execute_notebooks: "off"/' _config.yml > $@
+
+html: install _build/config-stored.yml
+	$(BIN)/jupyter-book build . -W --keep-going --config _build/config-stored.yml
+
+pdf: install tex _build/config-stored.yml
+	$(BIN)/jupyter-book build . -W --keep-going --builder pdflatex --config _build/config-stored.yml
+	@test -s _build/latex/book.pdf && echo "PDF: _build/latex/book.pdf"
+
+# ---- tests ----------------------------------------------------------------------------------
+test: install tex
+	$(BIN)/ruff check code tests bench scripts
+	$(MAKE) --no-print-directory test-unit test-notebooks test-book
+
+test-unit: install
+	$(BIN)/python -m pytest -q -n $(JOBS) tests
+
+test-notebooks: install
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadscope --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200 \
+	  $$($(BIN)/python tests/book_checks.py)
+
+test-book: html pdf
+
+# ---- benchmarks, lab, authoring -------------------------------------------------------------
+bench: install
+	$(BIN)/python -m bench $(BENCH)
+
+lab: install
+	$(BIN)/jupyter lab book/
+
+# Re-execute chapters in place after editing them: make execute [NB=book/01_tokens.ipynb]
+execute: install
+	$(BIN)/python scripts/execute_notebooks.py $(NB)
+
+figures: install
+	$(BIN)/python scripts/make_figures.py
+
+lint: install
+	$(BIN)/ruff check code tests bench scripts
+
+clean:
+	rm -rf _build

@@ -1,0 +1,37 @@
+"""Reproducibility: the first cell of every chapter calls :func:`reproducible`.
+
+A notebook is checked by re-running it and comparing every output with the stored one
+(``pytest --nbval``). That only works when a run prints the same thing every time, so each
+chapter starts by fixing what would otherwise vary: the random seeds, the number of CPU
+threads (floating-point sums can round differently when split across threads), and how many
+digits tensors and arrays print with. Explained in the Preface.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def reproducible(seed: int = 1337, threads: int = 1, precision: int = 4) -> torch.Generator:
+    """Seed every random number generator, fix the thread count and the print precision.
+
+    Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses; this one's hash seed is fixed
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_printoptions(precision=precision, sci_mode=False)
+    np.set_printoptions(precision=precision, suppress=True)
+    return torch.Generator().manual_seed(seed)

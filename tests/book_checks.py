@@ -1,0 +1,108 @@
+"""Checks of the book's notebooks that nbval does not make (used by tests/test_book.py).
+
+- every notebook under book/ is listed in _toc.yml, and every listed file exists;
+- every notebook is committed executed: each code cell has an execution count, the counts run
+  1..n (top to bottom in one fresh kernel), and a cell that prints nothing is the exception,
+  not the rule (a notebook with no stored output at all checks nothing under nbval).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def toc_files(root: Path) -> list[str]:
+    """The files named in _toc.yml (without extension), root first, in book order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            walk(e.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def _resolve(root: Path, name: str) -> Path | None:
+    for ext in (".ipynb", ".md"):
+        p = root / f"{name}{ext}"
+        if p.exists():
+            return p
+    return None
+
+
+def toc_notebooks(root: Path) -> list[Path]:
+    """The notebooks in _toc.yml, in book order."""
+    out = []
+    for name in toc_files(root):
+        p = _resolve(root, name)
+        if p is not None and p.suffix == ".ipynb":
+            out.append(p)
+    return out
+
+
+def check_toc(root: Path) -> list[str]:
+    """Problems: listed files that do not exist, notebooks in book/ that are not listed."""
+    problems = []
+    listed = set()
+    for name in toc_files(root):
+        p = _resolve(root, name)
+        if p is None:
+            problems.append(f"_toc.yml lists {name}, but neither {name}.ipynb nor {name}.md exists")
+        else:
+            listed.add(p.resolve())
+    for nb in sorted((root / "book").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in nb.parts:
+            continue
+        if nb.resolve() not in listed:
+            problems.append(f"{nb.relative_to(root)} is not listed in _toc.yml: add it, or delete it")
+    return problems
+
+
+def check_executed(path: Path) -> list[str]:
+    """Problems that make a notebook's stored outputs unfit for nbval."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        return [f"{path}: not a readable notebook ({e})"]
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    if not code:
+        return [f"{path}: has no code cell, so nbval checks nothing; make it a .md page instead"]
+    problems = []
+    counts = [c.get("execution_count") for c in code]
+    missing = sum(c is None for c in counts)
+    if missing:
+        problems.append(
+            f"{path}: {missing} of {len(code)} code cells were never executed; run it top to "
+            f"bottom in a fresh kernel (make execute NB={path}) and commit the outputs"
+        )
+    elif counts != list(range(1, len(code) + 1)):
+        problems.append(
+            f"{path}: execution counts {counts} are not 1..{len(code)}: it was run out of order; "
+            f"run it top to bottom in a fresh kernel (make execute NB={path})"
+        )
+    with_output = sum(bool(c.get("outputs")) for c in code)
+    if with_output == 0:
+        problems.append(f"{path}: no code cell has a stored output, so nbval would check nothing")
+    for c in code:
+        ignored = "NBVAL_IGNORE_OUTPUT" in "".join(c.get("source", ""))
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "error":
+                problems.append(f"{path}: a stored output is an error ({o.get('ename')})")
+            if o.get("output_type") == "stream" and o.get("name") == "stderr" and not ignored:
+                text = "".join(o.get("text", ""))
+                problems.append(f"{path}: a cell wrote to stderr (a warning?): {text[:120]!r}")
+    return problems
+
+
+if __name__ == "__main__":  # print the notebooks in _toc.yml, for `make test-notebooks`
+    print(" ".join(str(p.relative_to(Path.cwd())) for p in toc_notebooks(Path.cwd())))
