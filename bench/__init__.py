@@ -1,0 +1,48 @@
+"""Benchmarks: `make bench` (or `python -m bench [name ...]`).
+
+Each module `bench/bench_<name>.py` defines `run() -> list[Result]`. Every result compares the
+library with a reference measured in the same run and is printed as a ratio, with the goal the
+book sets and whether it was met. Benchmarks time things; tests never do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    """One line of the benchmark report.
+
+    ``ratio`` is ours/reference in the unit of the measure; ``goal`` is a bound on it and
+    ``higher_is_better`` says in which direction the goal points.
+    """
+
+    name: str
+    ours: float
+    reference: float
+    unit: str
+    goal: float
+    higher_is_better: bool
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.reference
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.goal if self.higher_is_better else self.ratio <= self.goal
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3, number: int = 1) -> float:
+    """The fastest of ``repeat`` timings of ``number`` calls to ``fn``, in seconds per call."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
