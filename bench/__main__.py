@@ -12,7 +12,8 @@ import bench
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(Path(bench.__file__).parent)])
+    folder = str(Path(bench.__file__).parent)
+    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([folder])
                    if m.name.startswith("bench_"))
     chosen = argv or names
     unknown = set(chosen) - set(names)
@@ -38,7 +39,8 @@ def main(argv: list[str]) -> int:
     print(f"{'benchmark':<58} {'ratio':>8} {'goal':>8}  result")
     for r in results:
         direction = ">=" if r.higher_is_better else "<="
-        print(f"{r.name:<58} {r.ratio:>8.3f} {direction + str(r.goal):>8}  {'met' if r.met else 'NOT met'}")
+        verdict = "met" if r.met else "NOT met"
+        print(f"{r.name:<58} {r.ratio:>8.3f} {direction + str(r.goal):>8}  {verdict}")
     return 0
 
 

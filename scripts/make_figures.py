@@ -38,7 +38,8 @@ def pipeline() -> None:
             ax.text(x + w / 2, -0.2, chap, ha="center", va="center", fontsize=8.5, style="italic")
         if k:
             ax.add_patch(FancyArrowPatch((x - gap + 0.03, h / 2), (x - 0.03, h / 2),
-                                         arrowstyle="-|>", mutation_scale=12, lw=1.2, color="black"))
+                                         arrowstyle="-|>", mutation_scale=12, lw=1.2,
+                                         color="black"))
     total = len(steps) * (w + gap) - gap
     ax.annotate("", xy=(total * 0.5, 1.45), xytext=(total * 0.83, 1.45),
                 arrowprops=dict(arrowstyle="-|>", lw=1.0, ls="--", color="0.3"))

@@ -57,14 +57,14 @@ def check_toc(root: Path) -> list[str]:
     for name in toc_files(root):
         p = _resolve(root, name)
         if p is None:
-            problems.append(f"_toc.yml lists {name}, but neither {name}.ipynb nor {name}.md exists")
+            problems.append(f"_toc.yml lists {name}, but no {name}.ipynb or {name}.md exists")
         else:
             listed.add(p.resolve())
     for nb in sorted((root / "book").rglob("*.ipynb")):
         if ".ipynb_checkpoints" in nb.parts:
             continue
         if nb.resolve() not in listed:
-            problems.append(f"{nb.relative_to(root)} is not listed in _toc.yml: add it, or delete it")
+            problems.append(f"{nb.relative_to(root)} is not in _toc.yml: add it, or delete it")
     return problems
 
 

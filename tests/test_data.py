@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from buildllm import data
 
 BODY = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
@@ -124,7 +123,6 @@ def test_train_val_split_is_contiguous_90_10():
 
 def test_reproducible_fixes_seeds_and_threads():
     import torch
-
     from buildllm.repro import reproducible
 
     reproducible(seed=7, threads=1)
@@ -132,7 +130,8 @@ def test_reproducible_fixes_seeds_and_threads():
     g = reproducible(seed=7, threads=1)
     assert torch.equal(a, torch.randn(3))
     assert torch.get_num_threads() == 1
-    assert torch.equal(torch.randn(2, generator=g), torch.randn(2, generator=torch.Generator().manual_seed(7)))
+    fresh = torch.Generator().manual_seed(7)
+    assert torch.equal(torch.randn(2, generator=g), torch.randn(2, generator=fresh))
     with pytest.raises(ValueError, match="threads"):
         reproducible(threads=0)
 
