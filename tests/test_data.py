@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from buildllm import data
 
 BODY = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
@@ -123,6 +124,7 @@ def test_train_val_split_is_contiguous_90_10():
 
 def test_reproducible_fixes_seeds_and_threads():
     import torch
+
     from buildllm.repro import reproducible
 
     reproducible(seed=7, threads=1)

@@ -1,0 +1,130 @@
+"""The book's notebooks are listed, committed executed, in order; and the checks themselves work.
+
+nbval (run by `make test-notebooks`) re-executes every notebook and compares outputs; these
+tests cover what nbval cannot see: a notebook that is not in _toc.yml is never checked, and one
+without stored outputs passes nbval while checking nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from book_checks import check_executed, check_toc, toc_notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_notebook_is_listed_and_every_listed_file_exists():
+    assert check_toc(ROOT) == []
+
+
+@pytest.mark.parametrize("path", toc_notebooks(ROOT), ids=lambda p: p.name)
+def test_notebook_is_committed_executed_in_order(path):
+    assert check_executed(path) == []
+
+
+# ---- the checker, on notebooks made here -----------------------------------------------------
+
+
+def _notebook(path: Path, sources: list[str], executed: bool = True, counts=None) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter")]
+    for k, src in enumerate(sources):
+        cell = nbformat.v4.new_code_cell(src)
+        if executed:
+            cell.execution_count = counts[k] if counts else k + 1
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{k}\n")]
+        nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _book(tmp_path: Path, listed: list[str]) -> Path:
+    chapters = "\n".join(f"  - file: book/{name}" for name in listed)
+    toc = f"format: jb-book\nroot: book/index\nchapters:\n{chapters}\n"
+    (tmp_path / "_toc.yml").write_text(toc)
+    (tmp_path / "book").mkdir(exist_ok=True)
+    (tmp_path / "book" / "index.md").write_text("# Title\n")
+    return tmp_path
+
+
+def test_checker_refuses_a_notebook_missing_from_the_toc(tmp_path):
+    root = _book(tmp_path, ["one"])
+    _notebook(root / "book" / "one.ipynb", ["print(0)"])
+    assert check_toc(root) == []
+    _notebook(root / "book" / "two.ipynb", ["print(0)"])
+    problems = check_toc(root)
+    assert len(problems) == 1 and "two.ipynb is not in _toc.yml" in problems[0]
+
+
+def test_checker_refuses_a_listed_file_that_does_not_exist(tmp_path):
+    root = _book(tmp_path, ["ghost"])
+    assert "lists book/ghost" in check_toc(root)[0]
+
+
+def test_checker_refuses_a_notebook_without_outputs(tmp_path):
+    path = _notebook(tmp_path / "nb.ipynb", ["print(0)", "print(1)"], executed=False)
+    problems = check_executed(path)
+    assert any("never executed" in p for p in problems)
+    assert any("no code cell has a stored output" in p for p in problems)
+
+
+def test_checker_refuses_a_notebook_run_out_of_order(tmp_path):
+    path = _notebook(tmp_path / "nb.ipynb", ["print(0)", "print(1)"], counts=[2, 1])
+    assert "not 1..2" in check_executed(path)[0]
+
+
+def test_checker_accepts_a_notebook_run_top_to_bottom(tmp_path):
+    assert check_executed(_notebook(tmp_path / "nb.ipynb", ["print(0)", "print(1)"])) == []
+
+
+def test_checker_refuses_stderr_outside_ignored_cells(tmp_path):
+    path = _notebook(tmp_path / "nb.ipynb", ["import warnings"])
+    nb = json.loads(path.read_text())
+    nb["cells"][1]["outputs"].append({"output_type": "stream", "name": "stderr",
+                                      "text": "UserWarning: something\n"})
+    path.write_text(json.dumps(nb))
+    assert "stderr" in check_executed(path)[0]
+
+
+# ---- nbval itself: an edited stored output fails ---------------------------------------------
+
+
+def _run_nbval(path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+         "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "tests/nbval_sanitize.cfg"),
+         str(path)],
+        cwd=path.parent, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_nbval_fails_when_a_stored_output_is_edited(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    cell = nbformat.v4.new_code_cell("print(6 * 7)")
+    cell.execution_count = 1
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    nb.cells = [cell]
+    path = tmp_path / "answer.ipynb"
+    nbformat.write(nb, path)
+    good = _run_nbval(path)
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="43\n")]
+    nbformat.write(nb, path)
+    edited = _run_nbval(path)
+    assert edited.returncode != 0
+    assert "1 failed" in edited.stdout
