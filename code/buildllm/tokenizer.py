@@ -1,0 +1,494 @@
+"""Tokens: text to integers and back. Explained in the chapter "Tokens".
+
+Two tokenizers live here:
+
+* :class:`CharTokenizer`, one id per distinct character of a training text: the baseline.
+* :class:`BPETokenizer`, byte-level byte-pair encoding as in GPT-2. Text becomes UTF-8 bytes
+  (ids 0-255); training learns *merges*, each of which replaces the most frequent adjacent pair
+  of ids with a new id (256, 257, ...). A regular expression first cuts text into chunks
+  (words, numbers, punctuation, spaces) so that merges never cross a word boundary.
+
+The teaching functions :func:`get_stats` and :func:`merge` and the naive trainer
+:func:`train_merges_naive` recount every pair after every merge. :func:`train_merges` learns
+the very same merges much faster: it counts pairs once over the *distinct* chunks, weighted by
+how often each occurs, then after each merge updates only the counts that changed, with an
+index from each pair to the chunks that hold it and a heap to find the most frequent pair.
+
+Tie-breaking, the same in both trainers: the most frequent pair wins, and among pairs equally
+frequent, the smallest pair ``(first id, second id)``.
+
+A trained tokenizer exports to Hugging Face ``tokenizers`` and to ``tiktoken``; both give
+exactly the ids that :meth:`BPETokenizer.encode` gives.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import operator
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import regex
+
+# ---------------------------------------------------------------------------------------------
+# The baseline: one token per character
+# ---------------------------------------------------------------------------------------------
+
+
+class CharTokenizer:
+    """One id per distinct character of ``text``, in sorted order (nanoGPT's Shakespeare)."""
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"CharTokenizer learns from a str, got {type(text).__name__}")
+        if not text:
+            raise ValueError("CharTokenizer needs a non-empty text to learn its characters from")
+        self.chars = sorted(set(text))
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+
+    @classmethod
+    def fit(cls, text: str) -> CharTokenizer:
+        """The same as ``CharTokenizer(text)``."""
+        return cls(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError as e:
+            raise ValueError(
+                f"character {e.args[0]!r} was not in the text this tokenizer was fit on; a "
+                f"character tokenizer knows only those {self.vocab_size} characters"
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = list(ids)
+        for i in ids:
+            if not (isinstance(i, int) and 0 <= i < self.vocab_size):
+                raise ValueError(f"id {i!r} is not in the vocabulary (0 to {self.vocab_size - 1})")
+        return "".join(self.chars[i] for i in ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte-pair encoding: the teaching functions
+# ---------------------------------------------------------------------------------------------
+
+
+def get_stats(ids: list[int], counts: dict | None = None) -> dict[tuple[int, int], int]:
+    """Count each adjacent pair: ``[1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}``.
+
+    Pass ``counts`` to add to an existing dictionary (to count over many chunks).
+    """
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
+    """Replace every occurrence of ``pair`` in ``ids``, left to right, with ``idx``.
+
+    ``merge([1, 2, 3, 1, 2], (1, 2), 4) -> [4, 3, 4]``
+    """
+    out = []
+    i = 0
+    while i < len(ids):
+        if i < len(ids) - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(idx)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-tokenization: cut text into chunks that merges may not cross
+# ---------------------------------------------------------------------------------------------
+
+# GPT-2's pattern (as tiktoken writes it): contractions, an optional space followed by letters,
+# by digits or by other symbols, then runs of whitespace. Every character matches some
+# alternative, so the chunks put back together are the text.
+GPT2_SPLIT_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+ENDOFTEXT = "<|endoftext|>"
+
+
+def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
+    """Cut ``text`` into chunks: ``"Hello, world!" -> ['Hello', ',', ' world', '!']``."""
+    return regex.findall(pattern, text)
+
+
+def _utf8(chunk: str) -> bytes:
+    try:
+        return chunk.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start : e.end]
+        raise ValueError(
+            f"text holds {bad!r}, a lone surrogate, which UTF-8 cannot encode (it comes from "
+            f"broken UTF-16 or from decoding with errors='surrogateescape'); repair the text, "
+            f"e.g. with text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the naive trainer and the fast one, which learn the same merges
+# ---------------------------------------------------------------------------------------------
+
+
+def train_merges_naive(
+    text: str, num_merges: int, pattern: str = GPT2_SPLIT_PATTERN
+) -> list[tuple[int, int]]:
+    """Learn ``num_merges`` merges by recounting every pair of every chunk after each merge.
+
+    Merge ``k`` of the returned list creates the id ``256 + k``. Slow: the book times it.
+    """
+    chunks = [list(_utf8(chunk)) for chunk in pretokenize(text, pattern)]
+    merges = []
+    for k in range(num_merges):
+        stats = {}
+        for ids in chunks:
+            get_stats(ids, stats)
+        if not stats:  # every chunk is a single token: nothing left to merge
+            break
+        pair = min(stats, key=lambda p: (-stats[p], p))  # most frequent, then smallest
+        chunks = [merge(ids, pair, 256 + k) for ids in chunks]
+        merges.append(pair)
+    return merges
+
+
+def train_merges(
+    text: str, num_merges: int, pattern: str = GPT2_SPLIT_PATTERN
+) -> list[tuple[int, int]]:
+    """Learn the same merges as :func:`train_merges_naive`, fast.
+
+    Three ideas. (1) Work on the *distinct* chunks, each weighted by how often it occurs.
+    (2) Write a chunk's ids as a ``str`` with one character per id, ``chr(id)``: merging a pair
+    is then ``str.replace``, which runs in C, and a pair of ids is a pair of characters, which
+    sort as the ids do. (3) After a merge, rewrite only the chunks that hold the pair (an index
+    ``where`` says which) and change only the counts of pairs next to the new token.
+    """
+    chunk_counts = Counter(pretokenize(text, pattern))
+    words = [_utf8(chunk).decode("latin-1") for chunk in chunk_counts]  # chr(byte) per byte
+    freqs = list(chunk_counts.values())  # how often each distinct chunk occurs
+    counts: defaultdict[tuple[str, str], int] = defaultdict(int)  # pair -> occurrences
+    where: defaultdict[tuple[str, str], set[int]] = defaultdict(set)  # pair -> words with it
+    for w, word in enumerate(words):
+        for pair in zip(word, word[1:]):
+            counts[pair] += freqs[w]
+            where[pair].add(w)
+    # A heap of (-count, pair): its smallest entry is the most frequent pair, then the smallest
+    # pair. A count that changes is pushed again; entries whose count is out of date are skipped.
+    heap = [(-c, pair) for pair, c in counts.items()]
+    heapq.heapify(heap)
+    merges = []
+    while len(merges) < num_merges and heap:
+        neg_count, pair = heapq.heappop(heap)
+        if counts.get(pair) != -neg_count:  # stale entry
+            continue
+        new = chr(256 + len(merges))
+        merges.append((ord(pair[0]), ord(pair[1])))
+        a, b = pair
+        delta: defaultdict[tuple[str, str], int] = defaultdict(int)  # change of each count
+        for w in where.pop(pair):
+            before = words[w]
+            after = before.replace(a + b, new)
+            if len(after) == len(before):  # the word lost this pair to an earlier merge
+                continue
+            f = freqs[w]
+            delta[pair] -= f * (len(before) - len(after))
+            for p in zip(after, after[1:]):
+                x, y = p
+                if x == new or y == new:  # a pair next to the new token, e.g. (x, new) ...
+                    delta[p] += f
+                    delta[(b if x == new else x, a if y == new else y)] -= f  # ... was (x, a)
+                    where[p].add(w)
+            words[w] = after
+        for p, d in delta.items():
+            if d:
+                c = counts[p] + d
+                if c:
+                    counts[p] = c
+                    heapq.heappush(heap, (-c, p))
+                else:
+                    del counts[p]
+    return merges
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT-2's printable stand-ins for bytes (for Hugging Face tokenizer.json)
+# ---------------------------------------------------------------------------------------------
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character.
+
+    Printable bytes stand for themselves; the other 68 (control characters, space, ...) get the
+    characters from U+0100 on, in byte order. Space (32) becomes 'Ġ', newline (10) 'Ċ'.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    mapping = {b: chr(b) for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + n)
+            n += 1
+    return mapping
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer
+# ---------------------------------------------------------------------------------------------
+
+FORMAT = "buildllm-bpe"
+FORMAT_VERSION = 1
+CACHE_SIZE = 1 << 16  # distinct chunks remembered by encode before the cache starts over
+NO_MERGE = 1 << 40  # the rank of a pair that no merge knows: larger than any id
+
+
+class BPETokenizer:
+    """Byte-level BPE: ids 0-255 are bytes, ``256 + k`` is merge ``k``, special tokens follow.
+
+    ``merges[k] = (a, b)`` means "the pair of ids a, b becomes the id 256 + k". Special tokens
+    (``<|endoftext|>``) get the ids after the last merge and are never split.
+    """
+
+    def __init__(
+        self,
+        merges: Iterable[tuple[int, int]] = (),
+        special_tokens: Iterable[str] = (),
+        pattern: str = GPT2_SPLIT_PATTERN,
+    ) -> None:
+        self._build(list(merges), list(special_tokens), pattern)
+
+    def _build(self, merges: list[tuple[int, int]], specials: list[str], pattern: str) -> None:
+        vocab = {i: bytes([i]) for i in range(256)}
+        for k, (a, b) in enumerate(merges):
+            idx = 256 + k
+            if not (a in vocab and b in vocab):
+                raise ValueError(f"merge {k} is {(a, b)}, but only ids below {idx} exist yet")
+            vocab[idx] = vocab[a] + vocab[b]
+        if len(set(specials)) != len(specials) or not all(s and isinstance(s, str)
+                                                          for s in specials):
+            raise ValueError(f"special tokens must be distinct non-empty strings, got {specials}")
+        self.merges = [(int(a), int(b)) for a, b in merges]
+        self.ranks = {pair: 256 + k for k, pair in enumerate(self.merges)}  # pair -> its new id
+        # The same, with ids as characters (as in train_merges): "ab" -> chr(new id) and back.
+        self._rank_of_text = {chr(a) + chr(b): idx for (a, b), idx in self.ranks.items()}
+        self._text_of_rank = {idx: text for text, idx in self._rank_of_text.items()}
+        self.special_tokens = {s: len(vocab) + i for i, s in enumerate(specials)}
+        for s, i in self.special_tokens.items():
+            vocab[i] = s.encode("utf-8")
+        self.vocab = vocab  # id -> bytes
+        self.pattern = pattern
+        self._regex = regex.compile(pattern)
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def train(
+        self,
+        text: str,
+        vocab_size: int,
+        special_tokens: Iterable[str] = (ENDOFTEXT,),
+        naive: bool = False,
+    ) -> BPETokenizer:
+        """Learn merges from ``text`` until the vocabulary holds ``vocab_size`` tokens.
+
+        ``vocab_size`` counts the 256 bytes, the merges and the special tokens. A text too small
+        to give that many merges gives fewer. Returns ``self``, trained.
+        """
+        specials = list(special_tokens)
+        if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
+            raise ValueError(f"vocab_size must be an int of at least 256 + {len(specials)} "
+                             f"special tokens, got {vocab_size!r}")
+        trainer = train_merges_naive if naive else train_merges
+        merges = trainer(text, vocab_size - 256 - len(specials), self.pattern)
+        self._build(merges, specials, self.pattern)
+        return self
+
+    # -- encoding and decoding -----------------------------------------------------------------
+
+    def _encode_chunk(self, data: bytes) -> list[int]:
+        """Apply the merges to one chunk's bytes, the earliest-learned pair first.
+
+        The chunk is a ``str`` of ``chr(id)``, as in :func:`train_merges`: ``map`` lists its
+        adjacent pairs and their ranks in C, and ``str.replace`` merges.
+        """
+        text = data.decode("latin-1")  # chr(byte) for each byte
+        while len(text) >= 2:
+            pairs = map(operator.add, text, text[1:])  # "abc" -> "ab", "bc"
+            rank = min(map(self._rank_of_text.get, pairs, itertools.repeat(NO_MERGE)))
+            if rank == NO_MERGE:
+                break  # no pair left that a merge knows
+            text = text.replace(self._text_of_rank[rank], chr(rank))
+        return [ord(c) for c in text]
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode ``text`` ignoring special tokens: ``<|endoftext|>`` is just 13 characters.
+
+        Each distinct chunk is encoded once, and remembered for later calls (up to
+        ``CACHE_SIZE`` chunks); the ids of the text are then the chunks' ids, joined.
+        """
+        chunks = self._regex.findall(text)
+        cache = self._cache
+        ids_of = {}
+        for chunk in set(chunks):
+            ids = cache.get(chunk)
+            ids_of[chunk] = self._encode_chunk(_utf8(chunk)) if ids is None else ids
+        if len(cache) + len(ids_of) > CACHE_SIZE:
+            cache.clear()
+        if len(ids_of) <= CACHE_SIZE:
+            cache.update(ids_of)
+        return list(itertools.chain.from_iterable(map(ids_of.__getitem__, chunks)))
+
+    def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
+        """Encode ``text``; special tokens named in ``allowed_special`` (or ``"all"``) become
+        their single ids. Any other special token in the text is an error, as in tiktoken."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode needs a str, got {type(text).__name__}")
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if unknown := allowed - set(self.special_tokens):
+            raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special "
+                             f"tokens of this tokenizer: {sorted(self.special_tokens)}")
+        for s in self.special_tokens:
+            if s not in allowed and s in text:
+                raise ValueError(
+                    f"text contains the special token {s!r}, which is not allowed: pass "
+                    f"allowed_special={{{s!r}}} (or 'all') to encode it as its id "
+                    f"{self.special_tokens[s]}, or call encode_ordinary to encode it as text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        # Split around the allowed special tokens (longest first), keeping them: regex.split
+        # puts the text between them at even positions and the tokens at odd positions.
+        alternatives = "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True))
+        out: list[int] = []
+        for i, part in enumerate(regex.split(f"({alternatives})", text)):
+            if i % 2:
+                out.append(self.special_tokens[part])
+            else:
+                out.extend(self.encode_ordinary(part))
+        return out
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids back to text. Ids that cut a character's bytes apart decode to U+FFFD."""
+        try:
+            data = b"".join([self.vocab[i] for i in ids])
+        except (KeyError, TypeError) as e:
+            bad = e.args[0] if isinstance(e, KeyError) else e
+            raise ValueError(
+                f"id {bad!r} is not in the vocabulary (0 to {self.vocab_size - 1}); ids must be "
+                f"Python ints (use tensor.tolist()) from this tokenizer"
+            ) from None
+        return data.decode("utf-8", errors="replace")
+
+    # -- saving and loading --------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer as readable JSON, atomically (a temporary file, then a rename)."""
+        doc = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+            "merges": [[a, b] for a, b in self.merges],
+            # For the human reader only (load ignores it): each merged token as text.
+            "tokens": [self.vocab[256 + k].decode("utf-8", "backslashreplace")
+                       for k in range(len(self.merges))],
+        }
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f, ensure_ascii=False, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BPETokenizer:
+        """Read a file written by :meth:`save`; a corrupt or truncated file is a ValueError."""
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a tokenizer file (not valid JSON: {e}); it may be "
+                             f"truncated or corrupt: save the tokenizer again") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a {FORMAT} file (no 'format': '{FORMAT}' in it)")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {doc.get('version')!r}; this buildllm "
+                             f"reads version {FORMAT_VERSION}")
+        try:
+            merges, specials = doc["merges"], doc["special_tokens"]
+            if not all(len(m) == 2 and all(type(i) is int for i in m) for m in merges):
+                raise ValueError("every merge must be a pair of ints")
+            tok = cls(merges, sorted(specials, key=specials.get), doc["pattern"])
+        except (KeyError, TypeError, AttributeError, ValueError, regex.error) as e:
+            raise ValueError(f"{path} is a damaged tokenizer file ({type(e).__name__}: {e}); "
+                             f"save the tokenizer again") from None
+        if tok.special_tokens != specials:
+            raise ValueError(f"{path} is a damaged tokenizer file: special token ids "
+                             f"{specials} should be {tok.special_tokens}")
+        return tok
+
+    # -- exports to the industry tokenizers ----------------------------------------------------
+
+    def _ranks_by_bytes(self) -> dict[bytes, int]:
+        ranks = {self.vocab[i]: i for i in range(256 + len(self.merges))}
+        if len(ranks) != 256 + len(self.merges):
+            raise ValueError("two merges make the same bytes; tiktoken and Hugging Face need "
+                             "each token's bytes to be unique")
+        return ranks
+
+    def to_tiktoken(self, name: str = "buildllm"):
+        """A ``tiktoken.Encoding`` with our merges: rank = id, the same split pattern."""
+        import tiktoken
+
+        return tiktoken.Encoding(name=name, pat_str=self.pattern,
+                                 mergeable_ranks=self._ranks_by_bytes(),
+                                 special_tokens=dict(self.special_tokens))
+
+    def to_hf_tokenizer(self):
+        """A Hugging Face ``tokenizers.Tokenizer`` (byte-level BPE, as GPT-2's tokenizer.json).
+
+        Hugging Face writes each token with GPT-2's printable stand-ins for bytes
+        (:func:`bytes_to_unicode`). ``.save("tokenizer.json")`` writes the file.
+        """
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+        if self.pattern != GPT2_SPLIT_PATTERN:
+            raise ValueError("the Hugging Face export supports only GPT2_SPLIT_PATTERN, the "
+                             "pattern of its ByteLevel pre-tokenizer")
+        b2u = bytes_to_unicode()
+        text = {i: "".join(b2u[b] for b in data) for data, i in self._ranks_by_bytes().items()}
+        tok = Tokenizer(models.BPE(
+            vocab={t: i for i, t in text.items()},
+            merges=[(text[a], text[b]) for a, b in self.merges],
+        ))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens([AddedToken(s, special=True, normalized=False)
+                                for s in self.special_tokens])  # in id order: ids match
+        return tok
+
+
+def train_bpe(
+    text: str, vocab_size: int, special_tokens: Iterable[str] = (ENDOFTEXT,)
+) -> BPETokenizer:
+    """A new :class:`BPETokenizer` trained on ``text`` to ``vocab_size`` tokens."""
+    return BPETokenizer().train(text, vocab_size, special_tokens)
