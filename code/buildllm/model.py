@@ -88,6 +88,11 @@ PRESETS: dict[str, dict] = {
     "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
     # The book's model: trains on two CPU cores in minutes.
     "book": dict(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    # The book's model with Llama's parts (chapter "From GPT-2 to today's LLMs"): rotary
+    # positions, RMSNorm, SwiGLU, two query heads per key/value head, untied head, no biases.
+    "llama": dict(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128,
+                  pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2,
+                  tie_weights=False, bias=False),
 }
 
 
