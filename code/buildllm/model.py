@@ -143,6 +143,9 @@ class GPT(nn.Module):
         Targets equal to -1 are ignored. With ``cache`` (from :meth:`new_cache`), ``idx`` holds
         only the new tokens, which follow the ``cache[0].length`` tokens already seen.
         """
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be token ids of shape (B, T), got {tuple(idx.shape)}; "
+                             f"for a single sequence add a batch dimension: idx[None]")
         B, T = idx.shape
         offset = cache[0].length if cache is not None else 0
         if offset + T > self.config.block_size:

@@ -1,0 +1,194 @@
+"""buildllm.convert: our GPT and Hugging Face's GPT-2 give the same logits from the same weights,
+in both directions and through a saved folder; bad folders and configurations fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from buildllm import convert
+from buildllm.model import GPT, GPTConfig
+
+SMALL = dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=64)
+
+
+def hf_small(**kw) -> GPT2LMHeadModel:
+    torch.manual_seed(1)
+    cfg = dict(vocab_size=97, n_positions=32, n_layer=2, n_head=4, n_embd=64,
+               bos_token_id=None, eos_token_id=None)
+    return GPT2LMHeadModel(GPT2Config(**{**cfg, **kw})).eval()
+
+
+def randomized(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial norms and biases too (fresh ones are all 1 or 0 and would hide mistakes)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def ids(B: int = 3, T: int = 32) -> torch.Tensor:
+    return torch.randint(0, 97, (B, T), generator=torch.Generator().manual_seed(2))
+
+
+def assert_same_logits(ours: GPT, hf: GPT2LMHeadModel) -> None:
+    x = ids()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x)[0], hf.eval()(x).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(activation_function="relu"),
+                                dict(tie_word_embeddings=False), dict(n_inner=96)], ids=str)
+def test_from_hf_gives_the_same_logits(kw):
+    hf = randomized(hf_small(**kw))
+    ours = convert.from_hf(hf)
+    assert_same_logits(ours, hf)
+    assert ours.config.tie_weights == hf.config.tie_word_embeddings
+
+
+@pytest.mark.parametrize("kw", [{}, dict(mlp="relu"), dict(tie_weights=False),
+                                dict(mlp_hidden=96)], ids=str)
+def test_to_hf_gives_the_same_logits(kw):
+    torch.manual_seed(3)
+    ours = randomized(GPT(GPTConfig(**SMALL, **kw)))
+    hf = convert.to_hf(ours)
+    assert_same_logits(ours, hf)
+    assert sum(p.numel() for p in hf.parameters()) == ours.parameter_counts()["total"]
+
+
+def test_loss_agrees_with_hf():
+    hf = randomized(hf_small())
+    ours = convert.from_hf(hf).eval()
+    x = ids()
+    with torch.no_grad():
+        # Hugging Face shifts labels inside; ours takes the shifted targets explicitly
+        ref = hf(x, labels=x).loss
+        _, loss = ours(x[:, :-1], x[:, 1:])
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_round_trip_keeps_every_weight():
+    torch.manual_seed(4)
+    ours = randomized(GPT(GPTConfig(**SMALL)))
+    back = convert.from_hf(convert.to_hf(ours))
+    assert back.config == ours.config
+    for (name, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+
+
+def test_save_hf_folder_loads_in_transformers(tmp_path):
+    torch.manual_seed(5)
+    ours = randomized(GPT(GPTConfig(**SMALL)))
+    convert.save_hf(ours, tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors"}
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "m")
+    assert_same_logits(ours, hf)
+    assert_same_logits(convert.load_hf(tmp_path / "m"), hf)
+
+
+def test_load_hf_reads_a_save_pretrained_folder(tmp_path):
+    for kw in ({}, dict(tie_word_embeddings=False)):
+        hf = randomized(hf_small(**kw))
+        hf.save_pretrained(tmp_path / str(kw))
+        ours = convert.load_hf(tmp_path / str(kw))
+        assert not ours.training
+        assert_same_logits(ours, hf)
+
+
+def test_load_hf_accepts_names_without_prefix_and_mask_buffers(tmp_path):
+    """The original GPT-2 files name tensors `h.0...` and carry `h.0.attn.bias` mask buffers."""
+    hf = randomized(hf_small())
+    hf.save_pretrained(tmp_path)
+    tensors = {k.removeprefix("transformer."): v for k, v in
+               load_file(tmp_path / "model.safetensors").items()}
+    tensors["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    assert_same_logits(convert.load_hf(tmp_path), hf)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    convert.save_hf(GPT(GPTConfig(**SMALL)), tmp_path)
+    return tmp_path, load_file(tmp_path / "model.safetensors")
+
+
+def test_missing_tensor_is_named(saved):
+    folder, tensors = saved
+    del tensors["transformer.h.1.mlp.c_fc.bias"]
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"'transformer\.h\.1\.mlp\.c_fc\.bias' is missing"):
+        convert.load_hf(folder)
+
+
+def test_wrong_shape_is_named(saved):
+    folder, tensors = saved
+    tensors["transformer.h.0.attn.c_attn.weight"] = torch.zeros(64, 191)
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"'transformer\.h\.0\.attn\.c_attn\.weight'.*\(64, 191\)"
+                                         r".*\(64, 192\)"):
+        convert.load_hf(folder)
+
+
+def test_config_that_does_not_match_weights_is_caught(saved):
+    folder, _ = saved
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "vocab_size": 98}))
+    with pytest.raises(ValueError, match=r"'transformer\.wte\.weight'.*\(97, 64\).*\(98, 64\)"):
+        convert.load_hf(folder)
+
+
+def test_unexpected_tensor_is_named(saved):
+    folder, tensors = saved
+    tensors["transformer.h.2.ln_1.weight"] = torch.ones(64)
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"unexpected tensor 'transformer\.h\.2\.ln_1\.weight'"):
+        convert.load_hf(folder)
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(ValueError, match="config.json does not exist"):
+        convert.load_hf(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
+    (tmp_path / "config.json").write_text(json.dumps(convert.to_hf_config(GPTConfig(**SMALL))))
+    with pytest.raises(ValueError, match="model.safetensors does not exist"):
+        convert.load_hf(tmp_path)
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(pos_encoding="rope"), "pos_encoding"), (dict(pos_encoding="sinusoidal"), "pos_encoding"),
+    (dict(norm="rmsnorm"), "norm"), (dict(mlp="swiglu"), "mlp"), (dict(bias=False), "bias"),
+    (dict(n_kv_head=2), "n_kv_head"), (dict(qk_norm=True), "qk_norm"),
+])
+def test_non_gpt2_configs_are_refused(kw, name, tmp_path):
+    model = GPT(GPTConfig(**SMALL, **kw))
+    for f in (convert.to_hf, lambda m: convert.save_hf(m, tmp_path / "x")):
+        with pytest.raises(ValueError, match=name):
+            f(model)
+    assert not (tmp_path / "x").exists()
+
+
+def test_one_kv_head_per_query_head_is_gpt2():
+    model = GPT(GPTConfig(**SMALL, n_kv_head=4))
+    assert_same_logits(model, convert.to_hf(model))
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(activation_function="gelu"), "activation_function"),
+    (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+    (dict(model_type="llama"), "model_type"),
+])
+def test_non_gpt2_hf_configs_are_refused(kw, name):
+    with pytest.raises(ValueError, match=name):
+        convert.from_hf_config({**convert.to_hf_config(GPTConfig(**SMALL)), **kw})
+
+
+def test_config_round_trip():
+    for c in (GPTConfig(**SMALL), GPTConfig(**SMALL, mlp="relu", tie_weights=False, dropout=0.1,
+                                           mlp_hidden=80, norm_eps=1e-6)):
+        assert convert.from_hf_config(convert.to_hf_config(c)) == c
+        hf_cfg = GPT2Config(**convert.to_hf_config(c)).to_dict()
+        assert convert.from_hf_config(hf_cfg) == c
