@@ -73,7 +73,16 @@ class KVCache:
         return self.k.size(2)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``k``, ``v`` ``(B, n_kv_head, T, head_dim)``; return all keys and values."""
+        """Append ``k``, ``v`` ``(B, n_kv_head, T, head_dim)``; return all keys and values.
+
+        The returned tensors are views ``(B, n_kv_head, length, head_dim)`` of the cache.
+        """
+        B, H, _, D = self.k.shape
+        if k.shape != v.shape or k.dim() != 4 or (k.size(0), k.size(1), k.size(3)) != (B, H, D):
+            raise ValueError(
+                f"keys {tuple(k.shape)} and values {tuple(v.shape)} must both be shaped "
+                f"({B}, {H}, T, {D}) to fit this cache (batch, kv heads, positions, head_dim)"
+            )
         start, end = self.length, self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(
@@ -120,6 +129,17 @@ class CausalSelfAttention(nn.Module):
             self.q_norm = self.k_norm = None
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; each position sees itself and the past only.
+
+        With a ``cache``, ``x`` holds only the new tokens, which follow the ``cache.length``
+        positions whose keys and values the cache already holds; their keys and values are
+        appended to it.
+        """
+        if x.dim() != 3 or x.size(-1) != self.n_head * self.head_dim:
+            raise ValueError(
+                f"input must be shaped (B, T, {self.n_head * self.head_dim}) (batch, tokens, "
+                f"n_embd), got {tuple(x.shape)}"
+            )
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,

@@ -1,0 +1,363 @@
+"""Tests of buildllm.attention: the formula, the layer, the cache, against three references.
+
+References: our own formula (:func:`scaled_dot_product_attention`), PyTorch's fused
+``torch.nn.functional.scaled_dot_product_attention`` and ``torch.nn.MultiheadAttention`` with
+our weights copied into it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from buildllm.attention import (
+    CausalSelfAttention,
+    KVCache,
+    causal_mask,
+    scaled_dot_product_attention,
+)
+from buildllm.layers import rms_norm
+from buildllm.model import GPTConfig
+
+# Tolerances per dtype: the layer and the references add up the same numbers in different orders.
+TOL = {
+    torch.float64: dict(atol=1e-10, rtol=1e-10),
+    torch.float32: dict(atol=2e-5, rtol=1e-4),
+    torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
+}
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+def make_layer(n_embd=32, n_head=4, dtype=torch.float32, seed=0, **kw) -> CausalSelfAttention:
+    torch.manual_seed(seed)
+    config = GPTConfig(n_embd=n_embd, n_head=n_head, block_size=kw.pop("block_size", 64), **kw)
+    layer = CausalSelfAttention(config).to(dtype).eval()
+    if config.bias:  # non-zero biases, so that a bias mixed up would show
+        with torch.no_grad():
+            layer.c_attn.bias.normal_(0, 0.5)
+            layer.c_proj.bias.normal_(0, 0.5)
+    return layer
+
+
+def by_hand(layer: CausalSelfAttention, x: torch.Tensor, positions_from: int = 0,
+            k_extra=None) -> torch.Tensor:
+    """The layer's forward pass written with the reference formula and explicit GQA copies."""
+    B, T, C = x.shape
+    H, Hkv, D = layer.n_head, layer.n_kv_head, layer.head_dim
+    q, k, v = layer.c_attn(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+    q = q.view(B, T, H, D).transpose(1, 2)
+    k = k.view(B, T, Hkv, D).transpose(1, 2)
+    v = v.view(B, T, Hkv, D).transpose(1, 2)
+    if layer.q_norm is not None:
+        q = rms_norm(q, layer.q_norm.weight, layer.q_norm.eps)
+        k = rms_norm(k, layer.k_norm.weight, layer.k_norm.eps)
+    if layer.rope is not None:
+        q, k = layer.rope(q), layer.rope(k)
+    k = k.repeat_interleave(H // Hkv, dim=1)  # query head h reads key/value head h // (H/Hkv)
+    v = v.repeat_interleave(H // Hkv, dim=1)
+    y = scaled_dot_product_attention(q, k, v, causal_mask(T, dtype=x.dtype))
+    return layer.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+def to_mha(layer: CausalSelfAttention) -> nn.MultiheadAttention:
+    C = layer.c_proj.in_features
+    bias = layer.c_attn.bias is not None
+    mha = nn.MultiheadAttention(C, layer.n_head, bias=bias, batch_first=True)
+    mha = mha.to(layer.c_attn.weight.dtype).eval()
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(layer.c_attn.weight)
+        mha.out_proj.weight.copy_(layer.c_proj.weight)
+        if bias:
+            mha.in_proj_bias.copy_(layer.c_attn.bias)
+            mha.out_proj.bias.copy_(layer.c_proj.bias)
+    return mha
+
+
+# ---- the mask and the formula --------------------------------------------------------------
+
+
+def test_causal_mask_is_zero_on_and_below_the_diagonal():
+    for T in (1, 2, 5):
+        m = causal_mask(T)
+        assert m.shape == (T, T)
+        for i in range(T):
+            for j in range(T):
+                assert (m[i, j] == 0) if j <= i else (m[i, j] == float("-inf"))
+
+
+def test_causal_mask_with_a_prefix_puts_queries_at_the_end():
+    m = causal_mask(2, 5)  # queries at positions 3 and 4 of 5
+    torch.testing.assert_close(m[:, :4], torch.zeros(2, 4))
+    assert m[0, 4] == float("-inf") and m[1, 4] == 0
+    torch.testing.assert_close(causal_mask(3, 3, dtype=torch.float64), causal_mask(3).double())
+    with pytest.raises(ValueError, match="fewer keys"):
+        causal_mask(4, 3)
+
+
+def test_formula_by_hand_on_two_tokens():
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    k = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    v = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
+    y = scaled_dot_product_attention(q, k, v, causal_mask(2))
+    # row 0 sees only key 0; row 1 scores (2, 2)/sqrt(2): equal weights
+    torch.testing.assert_close(y, torch.tensor([[10.0, 0.0], [5.0, 5.0]]))
+    y_open = scaled_dot_product_attention(q, k, v)  # no mask: row 0 scores (1, 0)/sqrt(2)
+    w0 = torch.softmax(torch.tensor([1.0, 0.0]) / math.sqrt(2), dim=0)
+    torch.testing.assert_close(y_open[0], w0 @ v)
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 3), H=st.integers(1, 4), T_q=st.integers(1, 9), extra=st.integers(0, 4),
+       D=st.integers(1, 16), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_formula_equals_torch_sdpa(B, H, T_q, extra, D, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    T_k = T_q + extra
+    q = torch.randn(B, H, T_q, D, generator=g).to(dtype)
+    k = torch.randn(B, H, T_k, D, generator=g).to(dtype)
+    v = torch.randn(B, H, T_k, D + 1, generator=g).to(dtype)
+    mask = causal_mask(T_q, T_k, dtype=dtype)
+    ours = scaled_dot_product_attention(q, k, v, mask)
+    torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                               **TOL[dtype])
+    if T_q == T_k:
+        torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                   **TOL[dtype])
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v),
+                               F.scaled_dot_product_attention(q, k, v), **TOL[dtype])
+
+
+def test_attention_weights_rows_sum_to_one_and_ignore_the_future():
+    q, k = torch.randn(6, 8), torch.randn(6, 8)
+    eye = torch.eye(6)  # with V = I the output *is* the weight matrix
+    w = scaled_dot_product_attention(q, k, eye, causal_mask(6))
+    torch.testing.assert_close(w.sum(-1), torch.ones(6))
+    assert torch.all(w.triu(1) == 0)
+
+
+# ---- the layer against the three references ------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 12), head_dim=st.sampled_from([2, 4, 8]),
+       n_head=st.integers(1, 4), bias=st.booleans(), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_layer_equals_formula_and_multihead_attention(B, T, head_dim, n_head, bias, dtype, seed):
+    layer = make_layer(n_head * head_dim, n_head, dtype=dtype, seed=seed, bias=bias)
+    x = torch.randn(B, T, n_head * head_dim, generator=torch.Generator().manual_seed(seed))
+    x = x.to(dtype)
+    with torch.no_grad():
+        y = layer(x)
+        assert y.shape == x.shape and y.dtype == dtype
+        torch.testing.assert_close(y, by_hand(layer, x), **TOL[dtype])
+        mha = to_mha(layer)
+        y_mha, _ = mha(x, x, x, attn_mask=causal_mask(T, dtype=dtype), need_weights=False)
+        torch.testing.assert_close(y, y_mha, **TOL[dtype])
+        # MultiheadAttention's slow path (need_weights=True) builds the weights explicitly
+        y_slow, w = mha(x, x, x, attn_mask=causal_mask(T, dtype=dtype),
+                        average_attn_weights=False)
+        torch.testing.assert_close(y, y_slow, **TOL[dtype])
+        assert w.shape == (B, n_head, T, T) and torch.all(w.triu(1) == 0)
+
+
+def test_layer_gradients_equal_multihead_attention():
+    layer = make_layer(24, 3, dtype=torch.float64)
+    mha = to_mha(layer)
+    x = torch.randn(2, 7, 24, dtype=torch.float64)
+    layer(x).pow(2).sum().backward()
+    y, _ = mha(x, x, x, attn_mask=causal_mask(7, dtype=torch.float64), is_causal=True,
+               need_weights=False)
+    y.pow(2).sum().backward()
+    torch.testing.assert_close(layer.c_attn.weight.grad, mha.in_proj_weight.grad)
+    torch.testing.assert_close(layer.c_attn.bias.grad, mha.in_proj_bias.grad)
+    torch.testing.assert_close(layer.c_proj.weight.grad, mha.out_proj.weight.grad)
+
+
+@pytest.mark.parametrize("n_head,n_kv_head", [(4, 1), (4, 2), (6, 3), (6, 2), (4, 4)])
+def test_grouped_query_attention_equals_repeated_keys(n_head, n_kv_head):
+    layer = make_layer(8 * n_head, n_head, dtype=torch.float64, n_kv_head=n_kv_head)
+    assert layer.n_kv_head == n_kv_head
+    assert layer.c_attn.out_features == (n_head + 2 * n_kv_head) * 8
+    x = torch.randn(2, 9, 8 * n_head, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), by_hand(layer, x))
+
+
+@pytest.mark.parametrize("options", [dict(pos_encoding="rope"), dict(qk_norm=True),
+                                     dict(pos_encoding="rope", qk_norm=True, n_kv_head=2,
+                                          bias=False)])
+def test_rope_and_qk_norm_paths_equal_the_formula(options):
+    layer = make_layer(32, 4, dtype=torch.float64, **options)
+    assert (layer.rope is not None) == (options.get("pos_encoding") == "rope")
+    assert (layer.q_norm is not None) == options.get("qk_norm", False)
+    if layer.q_norm is not None:  # non-trivial norm weights
+        with torch.no_grad():
+            layer.q_norm.weight.uniform_(0.5, 1.5)
+            layer.k_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 10, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), by_hand(layer, x))
+
+
+# ---- causality -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [dict(), dict(pos_encoding="rope", n_kv_head=2),
+                                     dict(qk_norm=True)])
+def test_changing_a_future_token_leaves_earlier_outputs_unchanged(options):
+    layer = make_layer(32, 4, dtype=torch.float64, **options)
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    for j in (0, 5, 11):
+        x2 = x.clone()
+        x2[:, j] += torch.randn(2, 32, dtype=torch.float64)
+        with torch.no_grad():
+            y, y2 = layer(x), layer(x2)
+        assert torch.equal(y[:, :j], y2[:, :j])  # bit for bit: the future is masked out
+        assert (y[:, j:] - y2[:, j:]).abs().amax(dim=-1).min() > 0  # position j onwards moved
+
+
+def test_gradient_of_an_early_output_does_not_reach_later_inputs():
+    layer = make_layer(16, 2, dtype=torch.float64)
+    x = torch.randn(1, 8, 16, dtype=torch.float64, requires_grad=True)
+    layer(x)[0, 3].sum().backward()
+    assert torch.all(x.grad[0, 4:] == 0)
+    assert torch.all(x.grad[0, :4].abs().sum(-1) > 0)
+
+
+# ---- dropout, train and eval ---------------------------------------------------------------
+
+
+def test_dropout_acts_in_train_mode_only():
+    layer = make_layer(32, 4, dropout=0.5)
+    x = torch.randn(2, 10, 32)
+    no_dropout = make_layer(32, 4, dropout=0.0)  # same seed: same weights
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), no_dropout(x))
+        torch.testing.assert_close(layer(x), layer(x))
+        layer.train()
+        torch.manual_seed(1)
+        a = layer(x)
+        torch.manual_seed(1)
+        b = layer(x)
+        c = layer(x)
+    torch.testing.assert_close(a, b)  # the same random numbers give the same output
+    assert not torch.allclose(a, c)  # new random numbers, a different output
+    assert not torch.allclose(a, no_dropout(x))
+
+
+def test_causality_holds_in_train_mode_with_dropout():
+    layer = make_layer(32, 4, dtype=torch.float64, dropout=0.3).train()
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 6] += 1.0
+    with torch.no_grad():
+        torch.manual_seed(7)
+        y = layer(x)
+        torch.manual_seed(7)
+        y2 = layer(x2)
+    torch.testing.assert_close(y[:, :6], y2[:, :6])
+
+
+def test_train_mode_without_dropout_equals_eval():
+    layer = make_layer(32, 4, dropout=0.0)
+    x = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        y_eval = layer(x)
+        y_train = layer.train()(x)
+    torch.testing.assert_close(y_eval, y_train)
+
+
+# ---- the key/value cache -------------------------------------------------------------------
+
+
+def chunked(layer: CausalSelfAttention, x: torch.Tensor, sizes: list[int],
+            max_len: int | None = None) -> torch.Tensor:
+    B, T, _ = x.shape
+    cache = KVCache(B, layer.n_kv_head, max_len or T, layer.head_dim, dtype=x.dtype)
+    outs, start = [], 0
+    for n in sizes:
+        outs.append(layer(x[:, start:start + n], cache))
+        start += n
+        assert cache.length == start
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(pos_encoding="rope"), dict(n_kv_head=1),
+                                     dict(qk_norm=True, n_kv_head=2, pos_encoding="rope")])
+@pytest.mark.parametrize("sizes", [[1] * 10, [3, 3, 4], [10], [4, 1, 1, 4], [1, 9]])
+def test_cache_fed_in_pieces_equals_the_full_sequence(options, sizes):
+    layer = make_layer(32, 4, dtype=torch.float64, **options)
+    x = torch.randn(2, 10, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(layer, x, sizes, max_len=16), layer(x))
+
+
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=6), seed=st.integers(0, 2**16))
+def test_cache_any_chunking_float32(sizes, seed):
+    layer = make_layer(16, 2, seed=seed, pos_encoding="rope", block_size=32)
+    x = torch.randn(1, sum(sizes), 16, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(layer, x, sizes), layer(x), **TOL[torch.float32])
+
+
+def test_cache_memory_is_allocated_once_and_filled_in_place():
+    cache = KVCache(2, 3, 8, 4)
+    assert cache.k.shape == cache.v.shape == (2, 3, 8, 4) and cache.max_len == 8
+    k0, v0 = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    k, v = cache.update(k0, v0)
+    assert cache.length == 5 and k.shape == (2, 3, 5, 4)
+    assert k.data_ptr() == cache.k.data_ptr()  # a view of the preallocated memory
+    k1 = torch.randn(2, 3, 3, 4)
+    k, v = cache.update(k1, k1)
+    torch.testing.assert_close(k, torch.cat([k0, k1], dim=2))
+    torch.testing.assert_close(v, torch.cat([v0, k1], dim=2))
+
+
+def test_cache_overflow_and_wrong_shapes_are_clear_errors():
+    cache = KVCache(1, 2, 4, 8)
+    cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
+    with pytest.raises(ValueError, match="holds 4 positions, 5 are needed"):
+        cache.update(torch.zeros(1, 2, 2, 8), torch.zeros(1, 2, 2, 8))
+    assert cache.length == 3  # a failed update changes nothing
+    with pytest.raises(ValueError, match=r"\(1, 2, T, 8\)"):
+        cache.update(torch.zeros(1, 4, 1, 8), torch.zeros(1, 4, 1, 8))
+    with pytest.raises(ValueError, match="must both be shaped"):
+        cache.update(torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 2, 8))
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+
+def test_n_embd_not_divisible_by_n_head_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
+        CausalSelfAttention(GPTConfig(n_embd=30, n_head=4))
+
+
+def test_n_head_not_a_multiple_of_n_kv_head_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"n_head \(6\) must be a multiple of n_kv_head \(4\)"):
+        CausalSelfAttention(GPTConfig(n_embd=48, n_head=6, n_kv_head=4))
+
+
+def test_odd_head_dim_with_rope_is_a_clear_error():
+    with pytest.raises(ValueError, match="head_dim must be a positive even integer"):
+        CausalSelfAttention(GPTConfig(n_embd=12, n_head=4, pos_encoding="rope"))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 31), (5, 32), (1, 2, 5, 32)])
+def test_input_of_the_wrong_shape_is_a_clear_error(shape):
+    layer = make_layer(32, 4)
+    with pytest.raises(ValueError, match=r"must be shaped \(B, T, 32\)"):
+        layer(torch.randn(*shape))
+
+
+def test_rope_past_block_size_is_a_clear_error():
+    layer = make_layer(16, 2, pos_encoding="rope", block_size=8)
+    with pytest.raises(ValueError, match="raise the model's block_size"):
+        layer(torch.randn(1, 9, 16))
