@@ -1,8 +1,10 @@
 """Embeddings and positional encodings: from token ids to vectors that know their place.
 
 Explained in the chapter "Embeddings and positional encoding". A token embedding is a lookup
-table (``torch.nn.Embedding``): row ``i`` is the vector of token ``i``. Attention treats its
-input as a set, so the position of each token must be added to it. Three ways are here:
+table (``torch.nn.Embedding``): row ``i`` is the vector of token ``i``, which is what a one-hot
+vector times the table gives (:func:`one_hot_embedding`, the slow version that proves it).
+Attention treats its input as a set, so the position of each token must be added to it. Three
+ways are here:
 
 - :func:`sinusoidal_encoding`, the fixed waves of "Attention Is All You Need";
 - a learned table of position vectors (what GPT-2 uses; ``torch.nn.Embedding`` in the model);
@@ -14,13 +16,35 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def _check_even(d: int, what: str) -> None:
-    if not isinstance(d, int) or d <= 0 or d % 2:
+def one_hot_embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The embedding lookup written as a matrix product: ``one_hot(ids) @ weight``.
+
+    ``ids``: integer tensor ``(B, T)`` (any shape); ``weight``: ``(V, C)``. Returns
+    ``(B, T, C)``, equal to ``weight[ids]``. Slow (it multiplies by ``V - 1`` zeros per row);
+    the book uses it only to show what ``nn.Embedding`` computes.
+    """
+    if ids.is_floating_point() or ids.is_complex():
+        raise TypeError(f"ids must be an integer tensor of token ids, got dtype {ids.dtype}")
+    V = weight.size(0)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= V):
         raise ValueError(
-            f"{what} must be a positive even integer (dimensions come in sin/cos pairs), got {d!r}"
+            f"token ids must lie in [0, {V}) for a table of {V} rows, got ids from "
+            f"{int(ids.min())} to {int(ids.max())}"
+        )
+    return F.one_hot(ids, V).to(weight.dtype) @ weight
+
+
+def _check_even(d: int, what: str) -> None:
+    """Sin and cos come in pairs, so a size that holds positions must be even and positive."""
+    if isinstance(d, bool) or not isinstance(d, int) or d <= 0 or d % 2:
+        hint = f"such as {d + 1}" if isinstance(d, int) and d > 0 else "such as 64"
+        raise ValueError(
+            f"{what} must be a positive even integer (dimensions come in sin/cos pairs), "
+            f"got {d!r}; use an even size {hint}"
         )
 
 
@@ -30,6 +54,8 @@ def inverse_frequencies(d: int, base: float = 10000.0) -> torch.Tensor:
     Computed in float64 as ``exp(-(2i/d) * ln(base))``, which stays accurate for every ``i``.
     """
     _check_even(d, "the dimension")
+    if not isinstance(base, (int, float)) or not base > 1:
+        raise ValueError(f"base must be a number greater than 1 (10000 in the paper), got {base!r}")
     two_i = torch.arange(0, d, 2, dtype=torch.float64)
     return torch.exp(-(two_i / d) * math.log(base))
 
@@ -43,7 +69,7 @@ def sinusoidal_encoding(
     same angle. The angles are computed in float64 and only the result is cast to ``dtype``.
     """
     _check_even(d_model, "d_model")
-    if not isinstance(n_positions, int) or n_positions < 0:
+    if isinstance(n_positions, bool) or not isinstance(n_positions, int) or n_positions < 0:
         raise ValueError(f"n_positions must be a non-negative integer, got {n_positions!r}")
     pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (T, 1)
     angles = pos * inverse_frequencies(d_model, base)[None, :]  # (T, d_model/2)
@@ -53,8 +79,21 @@ def sinusoidal_encoding(
     return pe.to(dtype)
 
 
+def sinusoidal_shift_matrix(k: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    """The fixed matrix ``M`` with ``PE[pos + k] = M @ PE[pos]`` for every ``pos``, float64.
+
+    Block diagonal, shape ``(d_model, d_model)``: for pair ``i`` with angle ``b = k * w_i`` the
+    block is ``[[cos b, sin b], [-sin b, cos b]]``, from ``sin(a + b) = sin a cos b + cos a sin b``
+    and ``cos(a + b) = cos a cos b - sin a sin b``. It depends on ``k``, never on ``pos``.
+    """
+    b = k * inverse_frequencies(d_model, base)  # (d_model/2,)
+    c, s = torch.cos(b), torch.sin(b)
+    blocks = torch.stack((torch.stack((c, s), -1), torch.stack((-s, c), -1)), -2)  # (d/2, 2, 2)
+    return torch.block_diag(*blocks)
+
+
 class SinusoidalPositionalEncoding(nn.Module):
-    """A fixed (not trained) table of sinusoidal encodings: ``forward(T, offset)`` -> ``(T, C)``."""
+    """A fixed (not trained) table of sinusoidal encodings for ``block_size`` positions."""
 
     def __init__(self, block_size: int, d_model: int, base: float = 10000.0):
         super().__init__()
@@ -62,6 +101,11 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """Encodings of the given positions: ``(T,)`` -> ``(T, d_model)``."""
+        if positions.numel() and int(positions.max()) >= self.pe.size(0):
+            raise ValueError(
+                f"position {int(positions.max())} requested, but the table holds "
+                f"{self.pe.size(0)} positions; build it with a larger block_size"
+            )
         return self.pe[positions]
 
 
@@ -94,12 +138,17 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Rotate ``x`` ``(B, H, T, head_dim)`` whose first token sits at position ``offset``."""
-        T = x.size(-2)
-        if offset + T > self.cos.size(0):
+        T, d = x.size(-2), x.size(-1)
+        if d != 2 * self.cos.size(1):
             raise ValueError(
-                f"positions up to {offset + T} requested, but RoPE was built for "
-                f"{self.cos.size(0)}; raise the model's block_size"
+                f"the last dimension of x is {d}, but RoPE was built for head_dim "
+                f"{2 * self.cos.size(1)}; pass (B, n_head, T, head_dim) tensors"
             )
-        cos = self.cos[offset : offset + T].to(x.dtype)
+        if offset < 0 or offset + T > self.cos.size(0):
+            raise ValueError(
+                f"positions {offset}..{offset + T - 1} requested, but RoPE was built for "
+                f"0..{self.cos.size(0) - 1}; raise the model's block_size"
+            )
+        cos = self.cos[offset : offset + T].to(x.dtype)  # (T, head_dim/2)
         sin = self.sin[offset : offset + T].to(x.dtype)
         return rotate_pairs(x, cos, sin)
