@@ -1,0 +1,320 @@
+"""Tests for buildllm.generate: sampling filters, the key/value cache, reproducibility, errors."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from buildllm import generate as gen
+from buildllm.model import GPT, GPTConfig
+
+TINY = dict(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32)
+
+# Every option of GPTConfig that touches the forward pass, alone and combined.
+VARIANTS = {
+    "gpt2": {},
+    "sinusoidal": dict(pos_encoding="sinusoidal"),
+    "rope": dict(pos_encoding="rope"),
+    "rmsnorm": dict(norm="rmsnorm"),
+    "relu": dict(mlp="relu"),
+    "swiglu": dict(mlp="swiglu"),
+    "gqa": dict(n_kv_head=2),
+    "mqa": dict(n_kv_head=1),
+    "qk_norm": dict(qk_norm=True),
+    "untied": dict(tie_weights=False),
+    "no_bias": dict(bias=False),
+    "modern": dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2,
+                   qk_norm=True, tie_weights=False, bias=False),
+}
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPT:
+    """A small random GPT whose logits are spread out (no near-ties between tokens)."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**TINY, **overrides}))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(10)  # std 0.2: far from uniform, so greedy and sampling have clear choices
+    return model.eval()
+
+
+def rand_ids(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, TINY["vocab_size"], shape, generator=g)
+
+
+def naive_greedy(model: GPT, idx: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy decoding written out: the whole (cropped) sequence through the model each step."""
+    all_logits = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = model(idx[:, -model.config.block_size:])
+            all_logits.append(logits[:, -1])
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx, torch.stack(all_logits, dim=1)
+
+
+def run(model, prompt, n, **kw):
+    tokens, logits = zip(*gen.stream(model, prompt, n, **kw))
+    return torch.stack(tokens, dim=1), torch.stack(logits, dim=1)  # (B, n), (B, n, V)
+
+
+# --- the key/value cache ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_cached_equals_uncached_for_every_option(name):
+    model = tiny_model(**VARIANTS[name])
+    prompt = rand_ids((2, 7), seed=1)
+    n = 14  # 7 + 14 = 21 <= block_size: the cache is used at every step
+    cached_tok, cached_logits = run(model, prompt, n, seed=3, use_cache=True)
+    plain_tok, plain_logits = run(model, prompt, n, seed=3, use_cache=False)
+    torch.testing.assert_close(cached_logits, plain_logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(cached_tok, plain_tok)
+    # Teacher forcing: one forward pass over the finished sequence gives every step's logits.
+    with torch.no_grad():
+        full, _ = model(torch.cat([prompt, cached_tok], dim=1))
+    torch.testing.assert_close(cached_logits, full[:, 6:-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "rope", "modern"])
+def test_window_slides_past_the_context(name):
+    model = tiny_model(**VARIANTS[name])
+    prompt = rand_ids((1, 20), seed=2)
+    n = 12  # 20 + 12 > block_size 24: the last steps see a sliding window
+    tok, logits = run(model, prompt, n, temperature=0.0, use_cache=True)
+    ref_idx, ref_logits = naive_greedy(model, prompt, n)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(torch.cat([prompt, tok], dim=1), ref_idx)
+
+
+def test_greedy_matches_the_written_out_loop_and_batches_agree():
+    model = tiny_model()
+    prompts = rand_ids((3, 5), seed=4)
+    out = gen.generate(model, prompts, 10, temperature=0)
+    ref, _ = naive_greedy(model, prompts, 10)
+    assert torch.equal(out, ref)
+    for b in range(3):  # each row alone gives the row of the batch
+        assert torch.equal(gen.generate(model, prompts[b], 10, temperature=0), out[b])
+    assert torch.equal(gen.generate(model, prompts.tolist(), 10, temperature=0), out)
+
+
+# --- choosing the next token ------------------------------------------------------------------
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5, 2.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    kept = gen.top_k_filter(logits, 2).isfinite()
+    assert kept.tolist() == [[False, True, False, False, True], [True, True, False, False, False]]
+    torch.testing.assert_close(gen.top_k_filter(logits, 2)[kept], logits[kept])  # unchanged
+    assert gen.top_k_filter(logits, 1).isfinite().sum(-1).tolist() == [1, 1]
+    assert gen.top_k_filter(logits, 99).isfinite().all()  # k beyond the vocabulary: all
+
+
+@pytest.mark.parametrize("p, expected", [
+    (0.01, {1}), (0.35, {1}), (0.65, {1, 3}), (0.75, {1, 3, 2}), (0.95, {0, 1, 2, 3}),
+    (1.0, {0, 1, 2, 3}),
+])
+def test_top_p_keeps_the_smallest_nucleus(p, expected):
+    probs = torch.tensor([[0.1, 0.4, 0.2, 0.3]])
+    kept = gen.top_p_filter(probs.log(), p).isfinite()[0]
+    assert set(kept.nonzero().flatten().tolist()) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-5, 5), min_size=1, max_size=12), st.floats(0.001, 1.0))
+def test_top_p_agrees_with_a_float64_reference(values, p):
+    logits = torch.tensor([values])
+    probs = torch.tensor(values, dtype=torch.float64).softmax(-1)
+    order = sorted(range(len(values)), key=lambda i: -probs[i].item())
+    kept, mass = set(), 0.0
+    for i in order:  # the definition: add the most likely tokens until their mass reaches p
+        if mass >= p:
+            break
+        kept.add(i)
+        mass += probs[i].item()
+    cumulative = probs[order].cumsum(0)
+    assume(all(abs(c - p) > 1e-5 for c in cumulative.tolist()))  # no rounding-sized ties
+    gaps = [abs(a - b) for i, a in enumerate(values) for b in values[:i]]
+    assume(all(g > 1e-3 for g in gaps))  # ties in the ranking make the nucleus ambiguous
+    got = set(gen.top_p_filter(logits, p).isfinite()[0].nonzero().flatten().tolist())
+    assert got == kept
+
+
+def test_top_k_then_top_p_then_sampling_draws_only_kept_tokens_in_proportion():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0, 0.5]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([gen.sample_next(logits.expand(500, -1), 1.0, top_k=4, top_p=0.8,
+                                         generator=g) for _ in range(4)]).flatten()
+    allowed = gen.top_p_filter(gen.top_k_filter(logits, 4), 0.8)
+    assert set(draws.tolist()) == set(allowed.isfinite()[0].nonzero().flatten().tolist())
+    expected = allowed.softmax(-1)[0]
+    observed = torch.bincount(draws, minlength=6).float() / draws.numel()
+    torch.testing.assert_close(observed, expected, atol=0.03, rtol=0)
+
+
+def test_temperature_zero_is_greedy_and_small_temperature_approaches_it():
+    logits = torch.randn(8, 50, generator=torch.Generator().manual_seed(5)) * 3
+    assert torch.equal(gen.sample_next(logits, 0.0), logits.argmax(-1))
+    assert torch.equal(gen.sample_next(logits, 0, top_k=3, top_p=0.5), logits.argmax(-1))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(gen.sample_next(logits, 1e-4, generator=g), logits.argmax(-1))
+    model = tiny_model()
+    prompt = [1, 2, 3]
+    assert torch.equal(gen.generate(model, prompt, 8, temperature=0),
+                       naive_greedy(model, torch.tensor([prompt]), 8)[0][0])
+
+
+def test_high_temperature_flattens_the_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    entropies = [-(p * p.log()).sum().item() for p in
+                 [(logits / t).softmax(-1) for t in (0.5, 1.0, 2.0, 100.0)]]
+    assert entropies == sorted(entropies)
+    assert math.isclose(entropies[-1], math.log(3), rel_tol=1e-3)
+
+
+def test_seeded_sampling_is_reproducible():
+    model = tiny_model()
+    kw = dict(temperature=1.0, top_k=20, top_p=0.95)
+    a = gen.generate(model, [5, 6], 15, seed=42, **kw)
+    b = gen.generate(model, [5, 6], 15, seed=42, **kw)
+    c = gen.generate(model, [5, 6], 15, seed=43, **kw)
+    d = gen.generate(model, [5, 6], 15, generator=torch.Generator().manual_seed(42), **kw)
+    assert torch.equal(a, b) and torch.equal(a, d)
+    assert not torch.equal(a, c)
+
+
+# --- stopping, streaming, modes ---------------------------------------------------------------
+
+
+def test_stops_at_the_end_token_and_pads_finished_rows():
+    model = tiny_model()
+    prompts = rand_ids((2, 4), seed=6)
+    free = gen.generate(model, prompts, 12, temperature=0)[:, 4:]
+    eos = int(free[0, 2])  # row 0 says it at step 2 (or earlier)
+    stopped = gen.generate(model, prompts, 12, temperature=0, eos_id=eos)[:, 4:]
+    first = [(row == eos).nonzero()[0].item() if (row == eos).any() else None for row in free]
+    assert first[0] is not None
+    if first[1] is None:  # row 1 never says it: generation runs to the end, row 0 padded
+        assert stopped.size(1) == 12
+    else:
+        assert stopped.size(1) == max(first) + 1
+    for row, f in zip(range(2), first):
+        if f is not None:
+            assert torch.equal(stopped[row, : f + 1], free[row, : f + 1])
+            assert (stopped[row, f:] == eos).all()
+
+
+def test_generation_restores_training_mode_and_needs_no_grad():
+    model = tiny_model().train()
+    out = gen.generate(model, [1, 2], 3, temperature=0)
+    assert model.training and not out.requires_grad
+    for _token, logits in gen.stream(model, [1, 2], 2):
+        assert not model.training and not logits.requires_grad and torch.is_grad_enabled()
+    assert model.training
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte: a character can span several tokens."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_stream_text_holds_back_a_half_finished_character(monkeypatch):
+    target = list("aé€b".encode())
+
+    def fake_stream(model, idx, n, **kw):
+        for t in target:
+            yield torch.tensor([t]), None
+
+    monkeypatch.setattr(gen, "stream", fake_stream)
+    assert list(gen.stream_text(None, ByteTokenizer(), "x", len(target))) == ["a", "é", "€", "b"]
+
+
+def test_stream_text_pieces_add_up_to_the_generated_text():
+    model = tiny_model(vocab_size=256)
+    tok = ByteTokenizer()
+    pieces = list(gen.stream_text(model, tok, "To be", 20, seed=0))
+    ids = gen.generate(model, tok.encode("To be"), 20, seed=0)[5:].tolist()
+    assert "".join(pieces) == tok.decode(ids)
+
+
+# --- bad settings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_p=-0.1), "top_p"),
+    (dict(temperature=-1.0), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=0), "top_k"), (dict(top_k=2.5), "top_k"),
+])
+def test_invalid_settings_are_clear_errors(kw, words):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=words):
+        gen.generate(model, [1, 2], 3, **kw)
+    with pytest.raises(ValueError, match=words):
+        gen.sample_next(torch.zeros(1, 5), **{"temperature": 1.0, **kw})
+
+
+def test_invalid_prompts_are_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="more than the model's context"):
+        gen.generate(model, list(range(25)), 1)
+    with pytest.raises(ValueError, match="empty"):
+        gen.generate(model, [], 1)
+    with pytest.raises(ValueError, match="different lengths"):
+        gen.generate(model, [[1, 2, 3], [4, 5]], 1)
+    with pytest.raises(ValueError, match="0 .. 60"):
+        gen.generate(model, [1, 61], 1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        gen.generate(model, [1], -1)
+    with pytest.raises(TypeError, match="dtype long"):
+        gen.generate(model, torch.ones(1, 3), 1)
+    with pytest.raises(ValueError, match="non-empty"):
+        list(gen.stream_text(model, ByteTokenizer(), "", 1))
+
+
+def test_block_size_prompt_is_allowed_and_slides():
+    model = tiny_model()
+    out = gen.generate(model, list(range(24)), 3, temperature=0)
+    assert out.shape == (27,)
+
+
+# --- the command line and an independent reference ------------------------------------------
+
+
+def test_cli_has_generate_and_sample():
+    parser = argparse.ArgumentParser(prog="buildllm")
+    gen.add_cli(parser.add_subparsers(dest="command"))
+    for name in ("generate", "sample"):
+        args = parser.parse_args([name, "--checkpoint", "d", "--prompt", "Hi", "--top-p", "0.9",
+                                  "--max-new-tokens", "5", "--seed", "1"])
+        assert args.func is gen._cli_generate and args.top_p == 0.9 and args.seed == 1
+    args = parser.parse_args(["generate", "--checkpoint", "d", "--prompt", "Hi", "--top-p", "2"])
+    with pytest.raises(ValueError, match="top_p"):  # checked before any checkpoint is read
+        args.func(args)
+
+
+def test_greedy_equals_hugging_face_generate():
+    transformers = pytest.importorskip("transformers")
+    from buildllm.convert import to_hf
+
+    model = tiny_model()
+    hf = to_hf(model).eval()
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    ours = gen.generate(model, prompt, 12, temperature=0)
+    config = transformers.GenerationConfig(max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                           pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt),
+                             generation_config=config)
+    assert torch.equal(ours, theirs)
