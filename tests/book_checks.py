@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -101,6 +103,53 @@ def check_executed(path: Path) -> list[str]:
             if o.get("output_type") == "stream" and o.get("name") == "stderr" and not ignored:
                 text = "".join(o.get("text", ""))
                 problems.append(f"{path}: a cell wrote to stderr (a warning?): {text[:120]!r}")
+    return problems
+
+
+
+_INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[\w-]+:.*\n)*)")
+
+
+def literal_includes(root: Path) -> dict[str, set[str] | None]:
+    """What the book shows of each library file: file -> set of :pyobject: names, or None when
+    the whole file is included."""
+    shown: dict[str, set[str] | None] = {}
+    for page in sorted((root / "book").rglob("*")):
+        if page.suffix == ".ipynb":
+            nb = json.loads(page.read_text(encoding="utf-8"))
+            texts = ["".join(c.get("source", "")) for c in nb.get("cells", [])
+                     if c.get("cell_type") == "markdown"]
+        elif page.suffix == ".md":
+            texts = [page.read_text(encoding="utf-8")]
+        else:
+            continue
+        for text in texts:
+            for m in _INCLUDE.finditer(text + "\n"):
+                target = (page.parent / m.group(1)).resolve()
+                key = str(target.relative_to(root.resolve()))
+                options = dict(re.findall(r":([\w-]+):\s*(.*)", m.group(2)))
+                if "pyobject" in options:
+                    if shown.get(key, set()) is not None:
+                        shown.setdefault(key, set()).add(options["pyobject"].strip())
+                elif "lines" not in options and "start-after" not in options:
+                    shown[key] = None
+    return shown
+
+
+def check_library_shown(root: Path) -> list[str]:
+    """Problems: top-level functions and classes of code/buildllm that the book never shows."""
+    shown = literal_includes(root)
+    problems = []
+    for module in sorted((root / "code" / "buildllm").glob("*.py")):
+        key = str(module.relative_to(root))
+        if module.name == "__init__.py" or shown.get(key, set()) is None:
+            continue
+        names = [n.name for n in ast.parse(module.read_text()).body
+                 if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+        missing = [n for n in names if n not in shown.get(key, set())]
+        if missing:
+            problems.append(f"{key}: the book never shows {', '.join(missing)} (add a "
+                            f"literalinclude with :pyobject: to the chapter that explains it)")
     return problems
 
 

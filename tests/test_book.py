@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from book_checks import check_executed, check_toc, toc_notebooks
+from book_checks import check_executed, check_library_shown, check_toc, toc_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,3 +128,20 @@ def test_nbval_fails_when_a_stored_output_is_edited(tmp_path):
     edited = _run_nbval(path)
     assert edited.returncode != 0
     assert "1 failed" in edited.stdout
+
+
+def test_every_library_function_and_class_is_shown_in_the_book():
+    assert check_library_shown(ROOT) == []
+
+
+def test_library_check_sees_includes(tmp_path):
+    (tmp_path / "code" / "buildllm").mkdir(parents=True)
+    module = tmp_path / "code" / "buildllm" / "m.py"
+    module.write_text("def a():\n    pass\n\n\nclass B:\n    pass\n")
+    (tmp_path / "book").mkdir()
+    page = tmp_path / "book" / "ch.md"
+    page.write_text("```{literalinclude} ../code/buildllm/m.py\n:pyobject: a\n```\n")
+    assert "never shows B" in check_library_shown(tmp_path)[0]
+    more = "\n```{literalinclude} ../code/buildllm/m.py\n:pyobject: B\n```\n"
+    page.write_text(page.read_text() + more)
+    assert check_library_shown(tmp_path) == []
