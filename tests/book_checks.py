@@ -131,7 +131,7 @@ def literal_includes(root: Path) -> dict[str, set[str] | None]:
                 if "pyobject" in options:
                     if shown.get(key, set()) is not None:
                         shown.setdefault(key, set()).add(options["pyobject"].strip())
-                elif "lines" not in options and "start-after" not in options:
+                elif not {"lines", "start-after", "start-at"} & options.keys():
                     shown[key] = None
     return shown
 
