@@ -197,24 +197,25 @@ def train_merges(
             continue
         new = chr(256 + len(merges))
         merges.append((ord(pair[0]), ord(pair[1])))
+        del counts[pair]  # every occurrence is about to be merged
         a, b = pair
-        delta: defaultdict[tuple[str, str], int] = defaultdict(int)  # change of each count
+        ab = a + b
+        delta: defaultdict[tuple[str, str], int] = defaultdict(int)  # change of other counts
         for w in where.pop(pair):
             before = words[w]
-            after = before.replace(a + b, new)
+            after = before.replace(ab, new)
             if len(after) == len(before):  # the word lost this pair to an earlier merge
                 continue
+            words[w] = after
             f = freqs[w]
-            delta[pair] -= f * (len(before) - len(after))
             for p in zip(after, after[1:]):
                 x, y = p
                 if x == new or y == new:  # a pair next to the new token, e.g. (x, new) ...
                     delta[p] += f
                     delta[(b if x == new else x, a if y == new else y)] -= f  # ... was (x, a)
                     where[p].add(w)
-            words[w] = after
         for p, d in delta.items():
-            if d:
+            if d and p != pair:
                 c = counts[p] + d
                 if c:
                     counts[p] = c
@@ -341,20 +342,20 @@ class BPETokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` ignoring special tokens: ``<|endoftext|>`` is just 13 characters.
 
-        Each distinct chunk is encoded once, and remembered for later calls (up to
-        ``CACHE_SIZE`` chunks); the ids of the text are then the chunks' ids, joined.
+        A text repeats its chunks (" the", " and", ","): each distinct chunk is merged once and
+        its ids remembered, for this call and later ones (up to ``CACHE_SIZE`` chunks).
         """
-        chunks = self._regex.findall(text)
         cache = self._cache
-        ids_of = {}
-        for chunk in set(chunks):
+        out: list[int] = []
+        for chunk in self._regex.findall(text):
             ids = cache.get(chunk)
-            ids_of[chunk] = self._encode_chunk(_utf8(chunk)) if ids is None else ids
-        if len(cache) + len(ids_of) > CACHE_SIZE:
-            cache.clear()
-        if len(ids_of) <= CACHE_SIZE:
-            cache.update(ids_of)
-        return list(itertools.chain.from_iterable(map(ids_of.__getitem__, chunks)))
+            if ids is None:
+                ids = self._encode_chunk(_utf8(chunk))
+                if len(cache) >= CACHE_SIZE:
+                    cache.clear()
+                cache[chunk] = ids
+            out.extend(ids)
+        return out
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
         """Encode ``text``; special tokens named in ``allowed_special`` (or ``"all"``) become
