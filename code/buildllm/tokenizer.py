@@ -30,15 +30,15 @@ import operator
 import os
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import regex
 
-# ---------------------------------------------------------------------------------------------
-# The baseline: one token per character
-# ---------------------------------------------------------------------------------------------
-
+if TYPE_CHECKING:  # only for type hints: the exports import them when called
+    import tiktoken
+    import tokenizers
 
 class CharTokenizer:
     """One id per distinct character of ``text``, in sorted order (nanoGPT's Shakespeare)."""
@@ -58,6 +58,7 @@ class CharTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """How many ids there are: the number of distinct characters."""
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
@@ -75,11 +76,6 @@ class CharTokenizer:
             if not (isinstance(i, int) and 0 <= i < self.vocab_size):
                 raise ValueError(f"id {i!r} is not in the vocabulary (0 to {self.vocab_size - 1})")
         return "".join(self.chars[i] for i in ids)
-
-
-# ---------------------------------------------------------------------------------------------
-# Byte-pair encoding: the teaching functions
-# ---------------------------------------------------------------------------------------------
 
 
 def get_stats(ids: list[int], counts: dict | None = None) -> dict[tuple[int, int], int]:
@@ -110,10 +106,6 @@ def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Pre-tokenization: cut text into chunks that merges may not cross
-# ---------------------------------------------------------------------------------------------
-
 # GPT-2's pattern (as tiktoken writes it): contractions, an optional space followed by letters,
 # by digits or by other symbols, then runs of whitespace. Every character matches some
 # alternative, so the chunks put back together are the text.
@@ -129,6 +121,7 @@ def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
 
 
 def _utf8(chunk: str) -> bytes:
+    """``chunk`` as UTF-8 bytes, or a ValueError that says what a lone surrogate is."""
     try:
         return chunk.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -138,11 +131,6 @@ def _utf8(chunk: str) -> bytes:
             f"broken UTF-16 or from decoding with errors='surrogateescape'); repair the text, "
             f"e.g. with text.encode('utf-8', 'replace').decode('utf-8')"
         ) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Training: the naive trainer and the fast one, which learn the same merges
-# ---------------------------------------------------------------------------------------------
 
 
 def train_merges_naive(
@@ -225,11 +213,6 @@ def train_merges(
     return merges
 
 
-# ---------------------------------------------------------------------------------------------
-# GPT-2's printable stand-ins for bytes (for Hugging Face tokenizer.json)
-# ---------------------------------------------------------------------------------------------
-
-
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from each byte to a printable character.
 
@@ -247,10 +230,6 @@ def bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-# ---------------------------------------------------------------------------------------------
-# The tokenizer
-# ---------------------------------------------------------------------------------------------
-
 FORMAT = "buildllm-bpe"
 FORMAT_VERSION = 1
 CACHE_SIZE = 1 << 16  # distinct chunks remembered by encode before the cache starts over
@@ -260,8 +239,9 @@ NO_MERGE = 1 << 40  # the rank of a pair that no merge knows: larger than any id
 class BPETokenizer:
     """Byte-level BPE: ids 0-255 are bytes, ``256 + k`` is merge ``k``, special tokens follow.
 
-    ``merges[k] = (a, b)`` means "the pair of ids a, b becomes the id 256 + k". Special tokens
-    (``<|endoftext|>``) get the ids after the last merge and are never split.
+    ``merges[k] = (a, b)`` means "the pair of ids a, b becomes the id 256 + k";
+    ``vocab[id]`` is the token's bytes; ``special_tokens`` maps each special token
+    (``<|endoftext|>``) to its id, after the last merge. Special tokens are never split.
     """
 
     def __init__(
@@ -273,6 +253,7 @@ class BPETokenizer:
         self._build(list(merges), list(special_tokens), pattern)
 
     def _build(self, merges: list[tuple[int, int]], specials: list[str], pattern: str) -> None:
+        """Check the merges and derive everything encode and decode need from them."""
         vocab = {i: bytes([i]) for i in range(256)}
         for k, (a, b) in enumerate(merges):
             idx = 256 + k
@@ -297,9 +278,8 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """How many ids there are: 256 bytes, the merges, the special tokens."""
         return len(self.vocab)
-
-    # -- training ------------------------------------------------------------------------------
 
     def train(
         self,
@@ -322,22 +302,20 @@ class BPETokenizer:
         self._build(merges, specials, self.pattern)
         return self
 
-    # -- encoding and decoding -----------------------------------------------------------------
-
     def _encode_chunk(self, data: bytes) -> list[int]:
         """Apply the merges to one chunk's bytes, the earliest-learned pair first.
 
         The chunk is a ``str`` of ``chr(id)``, as in :func:`train_merges`: ``map`` lists its
         adjacent pairs and their ranks in C, and ``str.replace`` merges.
         """
-        text = data.decode("latin-1")  # chr(byte) for each byte
-        while len(text) >= 2:
-            pairs = map(operator.add, text, text[1:])  # "abc" -> "ab", "bc"
+        word = data.decode("latin-1")  # chr(byte) for each byte
+        while len(word) >= 2:
+            pairs = map(operator.add, word, word[1:])  # "abc" -> "ab", "bc"
             rank = min(map(self._rank_of_text.get, pairs, itertools.repeat(NO_MERGE)))
             if rank == NO_MERGE:
                 break  # no pair left that a merge knows
-            text = text.replace(self._text_of_rank[rank], chr(rank))
-        return [ord(c) for c in text]
+            word = word.replace(self._text_of_rank[rank], chr(rank))
+        return [ord(c) for c in word]
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` ignoring special tokens: ``<|endoftext|>`` is just 13 characters.
@@ -358,8 +336,11 @@ class BPETokenizer:
         return out
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
-        """Encode ``text``; special tokens named in ``allowed_special`` (or ``"all"``) become
-        their single ids. Any other special token in the text is an error, as in tiktoken."""
+        """Encode ``text`` into ids.
+
+        Special tokens named in ``allowed_special`` (or all of them, with ``"all"``) become
+        their single ids. Any other special token in the text is an error, as in tiktoken.
+        """
         if not isinstance(text, str):
             raise TypeError(f"encode needs a str, got {type(text).__name__}")
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
@@ -387,17 +368,16 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids back to text. Ids that cut a character's bytes apart decode to U+FFFD."""
+        ids = list(ids)
         try:
             data = b"".join([self.vocab[i] for i in ids])
-        except (KeyError, TypeError) as e:
-            bad = e.args[0] if isinstance(e, KeyError) else e
+        except (KeyError, TypeError):  # TypeError: an id that cannot be a key, such as a list
+            bad = next(i for i in ids if not isinstance(i, Hashable) or i not in self.vocab)
             raise ValueError(
                 f"id {bad!r} is not in the vocabulary (0 to {self.vocab_size - 1}); ids must be "
                 f"Python ints (use tensor.tolist()) from this tokenizer"
             ) from None
         return data.decode("utf-8", errors="replace")
-
-    # -- saving and loading --------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as readable JSON, atomically (a temporary file, then a rename)."""
@@ -447,16 +427,15 @@ class BPETokenizer:
                              f"{specials} should be {tok.special_tokens}")
         return tok
 
-    # -- exports to the industry tokenizers ----------------------------------------------------
-
     def _ranks_by_bytes(self) -> dict[bytes, int]:
+        """Each token's bytes -> its id (its rank), for the bytes-keyed tables of the exports."""
         ranks = {self.vocab[i]: i for i in range(256 + len(self.merges))}
         if len(ranks) != 256 + len(self.merges):
             raise ValueError("two merges make the same bytes; tiktoken and Hugging Face need "
                              "each token's bytes to be unique")
         return ranks
 
-    def to_tiktoken(self, name: str = "buildllm"):
+    def to_tiktoken(self, name: str = "buildllm") -> tiktoken.Encoding:
         """A ``tiktoken.Encoding`` with our merges: rank = id, the same split pattern."""
         import tiktoken
 
@@ -464,7 +443,7 @@ class BPETokenizer:
                                  mergeable_ranks=self._ranks_by_bytes(),
                                  special_tokens=dict(self.special_tokens))
 
-    def to_hf_tokenizer(self):
+    def to_hf_tokenizer(self) -> tokenizers.Tokenizer:
         """A Hugging Face ``tokenizers.Tokenizer`` (byte-level BPE, as GPT-2's tokenizer.json).
 
         Hugging Face writes each token with GPT-2's printable stand-ins for bytes
