@@ -252,7 +252,9 @@ def test_save_load_round_trip(tok, tmp_path, small_corpus):
     path = tmp_path / "tok.json"
     tok.save(path)
     doc = json.loads(path.read_text(encoding="utf-8"))
-    assert doc["format"] == tk.FORMAT and doc["tokens"][0] == tok.vocab[256].decode()
+    assert doc["format"] == tk.FORMAT
+    assert doc["merges"][0] == [*tok.merges[0], tok.vocab[256].decode()]
+    assert len(path.read_text(encoding="utf-8").splitlines()) == len(tok.merges) + 8
     back = BPETokenizer.load(path)
     assert back.merges == tok.merges and back.special_tokens == tok.special_tokens
     assert back.encode(small_corpus[:3000]) == tok.encode(small_corpus[:3000])
@@ -267,9 +269,10 @@ def _corrupt_variants(doc: dict, text: str):
     yield "other format", json.dumps({**doc, "format": "something"})
     yield "future version", json.dumps({**doc, "version": 99})
     yield "no merges", json.dumps({k: v for k, v in doc.items() if k != "merges"})
-    yield "merge to the future", json.dumps({**doc, "merges": [[97, 300]] + doc["merges"]})
-    yield "merge of floats", json.dumps({**doc, "merges": [[97.0, 98]]})
-    yield "merge of three", json.dumps({**doc, "merges": [[97, 98, 99]]})
+    yield "merge to the future", json.dumps({**doc, "merges": [[97, 300, "a?"]] + doc["merges"]})
+    yield "merge of floats", json.dumps({**doc, "merges": [[97.0, 98, "ab"]]})
+    yield "merge without text", json.dumps({**doc, "merges": [[97, 98]]})
+    yield "text that disagrees", json.dumps({**doc, "merges": [[97, 98, "ba"]]})
     yield "bad special id", json.dumps({**doc, "special_tokens": {ENDOFTEXT: 5}})
     yield "specials not a dict", json.dumps({**doc, "special_tokens": [ENDOFTEXT]})
     yield "bad pattern", json.dumps({**doc, "pattern": "(unclosed"})

@@ -379,23 +379,30 @@ class BPETokenizer:
             ) from None
         return data.decode("utf-8", errors="replace")
 
+    def _token_text(self, idx: int) -> str:
+        """Token ``idx`` as readable text; bytes that are not whole UTF-8 show as ``\\xe2``."""
+        return self.vocab[idx].decode("utf-8", errors="backslashreplace")
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer as readable JSON, atomically (a temporary file, then a rename)."""
-        doc = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "pattern": self.pattern,
-            "special_tokens": self.special_tokens,
-            "merges": [[a, b] for a, b in self.merges],
-            # For the human reader only (load ignores it): each merged token as text.
-            "tokens": [self.vocab[256 + k].decode("utf-8", "backslashreplace")
-                       for k in range(len(self.merges))],
-        }
+        """Write the tokenizer as readable JSON, atomically (a temporary file, then a rename).
+
+        One merge per line, ``[a, b, "text of the new token"]``; the text is for the reader,
+        and :meth:`load` checks that it agrees with the ids.
+        """
+        def dumps(value: object) -> str:
+            return json.dumps(value, ensure_ascii=False)
+
+        head = {"format": FORMAT, "version": FORMAT_VERSION, "pattern": self.pattern,
+                "special_tokens": self.special_tokens}
+        fields = [f'"{key}": {dumps(value)}' for key, value in head.items()]
+        merges = [dumps([a, b, self._token_text(256 + k)]) for k, (a, b) in enumerate(self.merges)]
+        fields.append('"merges": [\n  ' + ",\n  ".join(merges) + "\n ]")
+        content = "{\n " + ",\n ".join(fields) + "\n}\n"
         path = Path(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, ensure_ascii=False, indent=1)
+                f.write(content)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -416,12 +423,16 @@ class BPETokenizer:
                              f"reads version {FORMAT_VERSION}")
         try:
             merges, specials = doc["merges"], doc["special_tokens"]
-            if not all(len(m) == 2 and all(type(i) is int for i in m) for m in merges):
-                raise ValueError("every merge must be a pair of ints")
-            tok = cls(merges, sorted(specials, key=specials.get), doc["pattern"])
+            if not all(len(m) == 3 and type(m[0]) is int and type(m[1]) is int for m in merges):
+                raise ValueError("every merge must be [int, int, text]")
+            tok = cls([m[:2] for m in merges], sorted(specials, key=specials.get), doc["pattern"])
         except (KeyError, TypeError, AttributeError, ValueError, regex.error) as e:
             raise ValueError(f"{path} is a damaged tokenizer file ({type(e).__name__}: {e}); "
                              f"save the tokenizer again") from None
+        for k, m in enumerate(merges):
+            if m[2] != tok._token_text(256 + k):
+                raise ValueError(f"{path} is a damaged tokenizer file: merge {k} {m} makes "
+                                 f"{tok._token_text(256 + k)!r}, not {m[2]!r}")
         if tok.special_tokens != specials:
             raise ValueError(f"{path} is a damaged tokenizer file: special token ids "
                              f"{specials} should be {tok.special_tokens}")
