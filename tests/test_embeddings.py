@@ -6,6 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
 from buildllm.embeddings import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
@@ -15,9 +19,6 @@ from buildllm.embeddings import (
     sinusoidal_encoding,
     sinusoidal_shift_matrix,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from torch import nn
 
 even_dims = st.integers(1, 64).map(lambda n: 2 * n)
 
@@ -193,6 +194,8 @@ def test_other_bad_sizes_are_clear_errors():
         inverse_frequencies(8, base=1.0)
     with pytest.raises(ValueError, match="head_dim"):
         RotaryEmbedding(5, 10)
+    with pytest.raises(ValueError, match="max_positions"):
+        RotaryEmbedding(8, 0)
     with pytest.raises(ValueError, match="head_dim 8"):
         RotaryEmbedding(8, 10)(torch.randn(1, 1, 3, 6))
     with pytest.raises(ValueError, match="block_size"):

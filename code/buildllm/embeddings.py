@@ -1,14 +1,14 @@
 """Embeddings and positional encodings: from token ids to vectors that know their place.
 
-Explained in the chapter "Embeddings and positional encoding". A token embedding is a lookup
-table (``torch.nn.Embedding``): row ``i`` is the vector of token ``i``, which is what a one-hot
-vector times the table gives (:func:`one_hot_embedding`, the slow version that proves it).
-Attention treats its input as a set, so the position of each token must be added to it. Three
-ways are here:
+Explained in the chapter "Embeddings and positional encoding". A token embedding is a
+lookup table (``torch.nn.Embedding``): row ``i`` is the vector of token ``i``, which is
+what a one-hot vector times the table gives (:func:`one_hot_embedding` proves it, slowly).
+Attention treats its input as a set, so the position of each token must be added to it.
+Three ways are here:
 
 - :func:`sinusoidal_encoding`, the fixed waves of "Attention Is All You Need";
-- a learned table of position vectors (what GPT-2 uses; ``torch.nn.Embedding`` in the model);
-- :class:`RotaryEmbedding` (RoPE), which rotates queries and keys instead of adding anything.
+- a learned table of position vectors (GPT-2's; a ``torch.nn.Embedding`` in the model);
+- :class:`RotaryEmbedding` (RoPE), which rotates queries and keys instead of adding.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ def one_hot_embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The embedding lookup written as a matrix product: ``one_hot(ids) @ weight``.
 
     ``ids``: integer tensor ``(B, T)`` (any shape); ``weight``: ``(V, C)``. Returns
-    ``(B, T, C)``, equal to ``weight[ids]``. Slow (it multiplies by ``V - 1`` zeros per row);
-    the book uses it only to show what ``nn.Embedding`` computes.
+    ``(B, T, C)``, equal to ``weight[ids]``. Slow (it multiplies by ``V - 1`` zeros per
+    row); the book uses it only to show what ``nn.Embedding`` computes.
     """
     if ids.is_floating_point() or ids.is_complex():
-        raise TypeError(f"ids must be an integer tensor of token ids, got dtype {ids.dtype}")
+        raise TypeError(f"ids must be an integer tensor of token ids, got {ids.dtype}")
     V = weight.size(0)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= V):
         raise ValueError(
@@ -39,7 +39,7 @@ def one_hot_embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _check_even(d: int, what: str) -> None:
-    """Sin and cos come in pairs, so a size that holds positions must be even and positive."""
+    """Sin and cos come in pairs: a size that holds them must be even and positive."""
     if isinstance(d, bool) or not isinstance(d, int) or d <= 0 or d % 2:
         hint = f"such as {d + 1}" if isinstance(d, int) and d > 0 else "such as 64"
         raise ValueError(
@@ -49,24 +49,26 @@ def _check_even(d: int, what: str) -> None:
 
 
 def inverse_frequencies(d: int, base: float = 10000.0) -> torch.Tensor:
-    """The angular frequency of each dimension pair ``i``: ``base ** (-2i / d)``, shape ``(d/2,)``.
+    """The angular frequency ``base ** (-2i / d)`` of each pair ``i``, shape ``(d/2,)``.
 
-    Computed in float64 as ``exp(-(2i/d) * ln(base))``, which stays accurate for every ``i``.
+    Computed in float64 as ``exp(-(2i/d) * ln(base))``, accurate for every ``i``.
     """
     _check_even(d, "the dimension")
     if not isinstance(base, (int, float)) or not base > 1:
-        raise ValueError(f"base must be a number greater than 1 (10000 in the paper), got {base!r}")
+        raise ValueError(f"base must be a number above 1 (the paper: 10000), got {base!r}")
     two_i = torch.arange(0, d, 2, dtype=torch.float64)
     return torch.exp(-(two_i / d) * math.log(base))
 
 
 def sinusoidal_encoding(
-    n_positions: int, d_model: int, base: float = 10000.0, dtype: torch.dtype = torch.float32
+    n_positions: int, d_model: int, base: float = 10000.0,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """The sinusoidal positional encoding, shape ``(n_positions, d_model)``.
 
-    ``PE[pos, 2i] = sin(pos / base^(2i/d_model))`` and ``PE[pos, 2i+1] = cos(...)`` of the
-    same angle. The angles are computed in float64 and only the result is cast to ``dtype``.
+    ``PE[pos, 2i] = sin(pos / base^(2i/d_model))`` and ``PE[pos, 2i+1] = cos(...)`` of
+    the same angle. The angles are computed in float64; only the result is cast to
+    ``dtype``.
     """
     _check_even(d_model, "d_model")
     if isinstance(n_positions, bool) or not isinstance(n_positions, int) or n_positions < 0:
@@ -80,15 +82,17 @@ def sinusoidal_encoding(
 
 
 def sinusoidal_shift_matrix(k: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
-    """The fixed matrix ``M`` with ``PE[pos + k] = M @ PE[pos]`` for every ``pos``, float64.
+    """The fixed matrix ``M`` with ``PE[pos + k] = M @ PE[pos]`` for every ``pos``.
 
-    Block diagonal, shape ``(d_model, d_model)``: for pair ``i`` with angle ``b = k * w_i`` the
-    block is ``[[cos b, sin b], [-sin b, cos b]]``, from ``sin(a + b) = sin a cos b + cos a sin b``
-    and ``cos(a + b) = cos a cos b - sin a sin b``. It depends on ``k``, never on ``pos``.
+    Block diagonal, float64, shape ``(d_model, d_model)``: for pair ``i``, with angle
+    ``b = k * w_i``, the block is ``[[cos b, sin b], [-sin b, cos b]]``, because
+    ``sin(a + b) = sin a cos b + cos a sin b`` and
+    ``cos(a + b) = cos a cos b - sin a sin b``. It depends on ``k``, never on ``pos``.
     """
     b = k * inverse_frequencies(d_model, base)  # (d_model/2,)
     c, s = torch.cos(b), torch.sin(b)
-    blocks = torch.stack((torch.stack((c, s), -1), torch.stack((-s, c), -1)), -2)  # (d/2, 2, 2)
+    rows = (torch.stack((c, s), -1), torch.stack((-s, c), -1))  # 2 x (d_model/2, 2)
+    blocks = torch.stack(rows, -2)  # (d_model/2, 2, 2)
     return torch.block_diag(*blocks)
 
 
@@ -97,7 +101,8 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, block_size: int, d_model: int, base: float = 10000.0):
         super().__init__()
-        self.register_buffer("pe", sinusoidal_encoding(block_size, d_model, base), persistent=False)
+        pe = sinusoidal_encoding(block_size, d_model, base)  # (block_size, d_model)
+        self.register_buffer("pe", pe, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """Encodings of the given positions: ``(T,)`` -> ``(T, d_model)``."""
@@ -110,9 +115,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
 
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and sine are given.
+    """Rotate each pair ``(x[..., 2i], x[..., 2i+1])`` by the angle with this cos and sin.
 
-    ``x``: ``(..., T, d)``; ``cos``, ``sin``: ``(T, d/2)``. Returns a tensor shaped like ``x``.
+    ``x``: ``(..., T, d)``; ``cos``, ``sin``: ``(T, d/2)``. Returns a tensor like ``x``.
     """
     x_even, x_odd = x[..., 0::2], x[..., 1::2]
     rotated_even = x_even * cos - x_odd * sin
@@ -123,21 +128,23 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (RoPE): rotate query and key pairs by ``pos * frequency``.
 
-    After the rotation the dot product of a query at position ``m`` and a key at position ``n``
-    depends on ``m - n`` only. Applied to tensors of shape ``(B, n_head, T, head_dim)``.
+    After the rotation the dot product of a query at position ``m`` and a key at
+    position ``n`` depends on ``m - n`` only. Applied to ``(B, n_head, T, head_dim)``.
     """
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0):
         super().__init__()
         _check_even(head_dim, "head_dim")
-        angles = torch.arange(max_positions, dtype=torch.float64)[:, None] * inverse_frequencies(
-            head_dim, base
-        )[None, :]  # (max_positions, head_dim/2)
+        if isinstance(max_positions, bool) or not isinstance(max_positions, int) \
+                or max_positions < 1:
+            raise ValueError(f"max_positions must be a positive int, got {max_positions!r}")
+        pos = torch.arange(max_positions, dtype=torch.float64)[:, None]  # (T_max, 1)
+        angles = pos * inverse_frequencies(head_dim, base)[None, :]  # (T_max, head_dim/2)
         self.register_buffer("cos", torch.cos(angles).float(), persistent=False)
         self.register_buffer("sin", torch.sin(angles).float(), persistent=False)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Rotate ``x`` ``(B, H, T, head_dim)`` whose first token sits at position ``offset``."""
+        """Rotate ``x`` ``(B, H, T, head_dim)``, whose first token is at ``offset``."""
         T, d = x.size(-2), x.size(-1)
         if d != 2 * self.cos.size(1):
             raise ValueError(
