@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                eps: float = 1e-5) -> torch.Tensor:
-    """LayerNorm written out: each vector to mean 0 and variance 1, then scale and shift."""
+    """LayerNorm written out: each vector to mean 0 and variance 1, then scale and shift.
+
+    ``x``: ``(..., C)``, normalized over its last dimension; ``weight``, ``bias``: ``(C,)``.
+    """
     mean = x.mean(dim=-1, keepdim=True)
     var = x.var(dim=-1, keepdim=True, unbiased=False)
     y = (x - mean) / torch.sqrt(var + eps) * weight
@@ -31,7 +34,10 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """RMSNorm written out: divide by the root mean square (no centring), then scale."""
+    """RMSNorm written out: divide by the root mean square (no centring), then scale.
+
+    ``x``: ``(..., C)``, normalized over its last dimension; ``weight``: ``(C,)``.
+    """
     return x / torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight
 
 
