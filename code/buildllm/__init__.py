@@ -14,6 +14,7 @@ module                    chapter
 ``buildllm.model``        The GPT model
 ``buildllm.train``        Training on a CPU
 ``buildllm.generate``     Generating text
+``buildllm.cli``          How this book is built (the command line)
 ========================  ==========================================
 """
 
