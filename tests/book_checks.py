@@ -107,6 +107,7 @@ def check_executed(path: Path) -> list[str]:
 
 
 
+_PARTIAL = {"lines", "start-after", "start-at", "end-before", "end-at"}  # not the whole file
 _INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[\w-]+:.*\n)*)")
 
 
@@ -131,7 +132,7 @@ def literal_includes(root: Path) -> dict[str, set[str] | None]:
                 if "pyobject" in options:
                     if shown.get(key, set()) is not None:
                         shown.setdefault(key, set()).add(options["pyobject"].strip())
-                elif not {"lines", "start-after", "start-at"} & options.keys():
+                elif not _PARTIAL & options.keys():
                     shown[key] = None
     return shown
 
@@ -144,9 +145,19 @@ def check_library_shown(root: Path) -> list[str]:
         key = str(module.relative_to(root))
         if module.name == "__init__.py" or shown.get(key, set()) is None:
             continue
-        names = [n.name for n in ast.parse(module.read_text()).body
-                 if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
-        missing = [n for n in names if n not in shown.get(key, set())]
+        included = shown.get(key, set())
+        missing = []
+        for node in ast.parse(module.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.name not in included:
+                    missing.append(node.name)
+            elif isinstance(node, ast.ClassDef) and node.name not in included:
+                # a class shown method by method counts when every method is shown
+                methods = [f"{node.name}.{m.name}" for m in node.body
+                           if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
+                missing.extend(m for m in methods if m not in included)
+                if not methods:
+                    missing.append(node.name)
         if missing:
             problems.append(f"{key}: the book never shows {', '.join(missing)} (add a "
                             f"literalinclude with :pyobject: to the chapter that explains it)")
