@@ -356,3 +356,35 @@ def test_exports_refuse_duplicate_tokens():
         dup.to_tiktoken()
     with pytest.raises(ValueError, match="same bytes"):
         dup.to_hf_tokenizer()
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_command_line_train_encode_decode(tmp_path, capsys, small_corpus):
+    from buildllm import cli
+
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(small_corpus[:20_000], encoding="utf-8")
+    out = tmp_path / "tok.json"
+    assert cli.main(["tokenizer", "train", str(out), "--vocab-size", "300",
+                     "--text", str(text_file)]) == 0
+    assert "300 tokens" in capsys.readouterr().out
+    tok = BPETokenizer.load(out)
+    assert tok.merges == tk.train_bpe(small_corpus[:20_000], 300).merges
+    line = "To be, or not to be"
+    assert cli.main(["tokenizer", "encode", str(out), line]) == 0
+    ids = [int(i) for i in capsys.readouterr().out.split()]
+    assert ids == tok.encode(line)
+    assert cli.main(["tokenizer", "decode", str(out), *map(str, ids)]) == 0
+    assert capsys.readouterr().out == line
+    # errors: a clear message and exit status 2, no traceback
+    assert cli.main(["tokenizer", "encode", str(out), f"a{ENDOFTEXT}"]) == 2
+    assert "--allow-special" in capsys.readouterr().err
+    assert cli.main(["tokenizer", "encode", str(out), f"a{ENDOFTEXT}", "--allow-special"]) == 0
+    assert capsys.readouterr().out.split()[-1] == str(tok.special_tokens[ENDOFTEXT])
+    assert cli.main(["tokenizer", "decode", str(out), "99999"]) == 2
+    assert "not in the vocabulary" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["tokenizer", "--help"])
+    assert "train" in capsys.readouterr().out

@@ -74,7 +74,8 @@ class CharTokenizer:
         ids = list(ids)
         for i in ids:
             if not (isinstance(i, int) and 0 <= i < self.vocab_size):
-                raise ValueError(f"id {i!r} is not in the vocabulary (0 to {self.vocab_size - 1})")
+                raise ValueError(
+                    f"id {i!r} is not in the vocabulary (0 to {self.vocab_size - 1})")
         return "".join(self.chars[i] for i in ids)
 
 
@@ -395,7 +396,8 @@ class BPETokenizer:
         head = {"format": FORMAT, "version": FORMAT_VERSION, "pattern": self.pattern,
                 "special_tokens": self.special_tokens}
         fields = [f'"{key}": {dumps(value)}' for key, value in head.items()]
-        merges = [dumps([a, b, self._token_text(256 + k)]) for k, (a, b) in enumerate(self.merges)]
+        merges = [dumps([a, b, self._token_text(256 + k)])
+                  for k, (a, b) in enumerate(self.merges)]
         fields.append('"merges": [\n  ' + ",\n  ".join(merges) + "\n ]")
         content = "{\n " + ",\n ".join(fields) + "\n}\n"
         path = Path(path)
@@ -483,3 +485,55 @@ def train_bpe(
 ) -> BPETokenizer:
     """A new :class:`BPETokenizer` trained on ``text`` to ``vocab_size`` tokens."""
     return BPETokenizer().train(text, vocab_size, special_tokens)
+
+
+def add_cli(subparsers) -> None:
+    """Add ``buildllm tokenizer train|encode|decode`` to the command line (:mod:`buildllm.cli`)."""
+    parser = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, or encode and decode",
+                                   description="Train a byte-level BPE tokenizer, or use one.")
+    actions = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    train = actions.add_parser("train", help="learn merges from a text, write the tokenizer")
+    train.add_argument("out", help="the JSON file to write")
+    train.add_argument("--vocab-size", type=int, default=4096, help="tokens in all (4096)")
+    train.add_argument("--text", help="a UTF-8 text file to learn from (Tiny Shakespeare)")
+    train.set_defaults(func=_cli_train)
+    encode = actions.add_parser("encode", help="print the ids of a text")
+    encode.add_argument("tokenizer", help="a file written by 'buildllm tokenizer train'")
+    encode.add_argument("text")
+    encode.add_argument("--allow-special", action="store_true",
+                        help="encode special tokens such as <|endoftext|> as their ids")
+    encode.set_defaults(func=_cli_encode)
+    decode = actions.add_parser("decode", help="print the text of ids")
+    decode.add_argument("tokenizer", help="a file written by 'buildllm tokenizer train'")
+    decode.add_argument("ids", type=int, nargs="+")
+    decode.set_defaults(func=_cli_decode)
+
+
+def _cli_train(args) -> int:
+    """``buildllm tokenizer train``: learn from a file, or from the book's corpus."""
+    if args.text:
+        text = Path(args.text).read_text(encoding="utf-8")
+    else:
+        from buildllm import data
+
+        text = data.load_text()
+    tok = train_bpe(text, args.vocab_size)
+    tok.save(args.out)
+    print(f"wrote {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
+    return 0
+
+
+def _cli_encode(args) -> int:
+    """``buildllm tokenizer encode``: the ids, separated by spaces."""
+    tok = BPETokenizer.load(args.tokenizer)
+    if not args.allow_special and any(s in args.text for s in tok.special_tokens):
+        raise ValueError("the text contains a special token: add --allow-special to encode it "
+                         "as its id, or remove it")
+    print(*tok.encode(args.text, allowed_special="all" if args.allow_special else ()))
+    return 0
+
+
+def _cli_decode(args) -> int:
+    """``buildllm tokenizer decode``: the text, exactly (no newline added)."""
+    print(BPETokenizer.load(args.tokenizer).decode(args.ids), end="")
+    return 0
