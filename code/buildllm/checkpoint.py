@@ -125,9 +125,10 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dic
     return {"state": dict(sorted(state.items())), "param_groups": param_groups}
 
 
-def publish_folder(tmp: Path, dest: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``dest``, replacing an older ``dest`` if any."""
-    if dest.exists():
+def publish_folder(tmp: Path, dest: Path, replace: bool = True) -> None:
+    """Rename the finished folder ``tmp`` to ``dest``, replacing an older ``dest`` if any
+    (with ``replace=False``, an existing ``dest`` raises ``OSError`` and stays as it is)."""
+    if dest.exists() and replace:
         old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(dest, old)
         os.replace(tmp, dest)
@@ -140,12 +141,13 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
                     optimizer: torch.optim.Optimizer | None = None,
                     train_state: dict | None = None,
                     rng_state: dict[str, torch.Tensor] | None = None,
-                    extra_files: dict[str, str] | None = None) -> Path:
+                    extra_files: dict[str, str] | None = None, replace: bool = True) -> Path:
     """Write a checkpoint folder at ``path`` atomically and return its path.
 
     ``train_state`` (JSON-able: step, the training config, ...) goes into config.json;
     ``optimizer`` and ``rng_state`` (named uint8 tensors from ``get_rng_state()``) go into
-    optimizer.safetensors; ``extra_files`` (name -> text) are copied in as they are.
+    optimizer.safetensors; ``extra_files`` (name -> text) are copied in as they are. With
+    ``replace=False`` an existing checkpoint at ``path`` is kept and ``OSError`` is raised.
     """
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     dest = Path(path)
@@ -172,7 +174,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
             "train": train_state or {},
             "sha256": files,
         })
-        publish_folder(tmp, dest)
+        publish_folder(tmp, dest, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,16 +9,23 @@ Where the text comes from, in order:
 3. a download from :data:`URL`, written atomically into the cache.
 
 Whatever the source, the bytes must hash to :data:`SHA256`; a file that does not is never used.
-The training chapter adds token batches to this module.
+The chapter "Training on a CPU" adds the rest: the corpus as an array of token ids, cached
+on disk (:func:`encode_corpus`), the characters each token covers (:func:`char_counts`, for
+bits per character), random training windows (:func:`get_batch`) and fixed evaluation windows
+(:func:`eval_windows`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pooch
+import torch
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -118,3 +125,86 @@ def train_val_split(data, train_fraction: float = 0.9):
         raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
     n = int(len(data) * train_fraction)
     return data[:n], data[n:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Token datasets and batches (chapter "Training on a CPU")
+# ---------------------------------------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash that changes whenever the tokenizer would encode differently."""
+    if hasattr(tokenizer, "merges"):  # byte-pair encoding: its merges, specials and pattern
+        state = [tokenizer.merges, sorted(tokenizer.special_tokens.items()), tokenizer.pattern]
+    else:  # one id per character
+        state = ["char", tokenizer.chars]
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
+
+
+def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
+    """``text`` encoded once into a compact ``uint16`` array ``(N,)``.
+
+    The array is cached in ``cache_dir()/tokens``, keyed by the tokenizer's fingerprint and the
+    text's sha256, so the second call (in this process or the next) reads it back from disk.
+    """
+    if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"a vocabulary of {tokenizer.vocab_size} tokens does not fit in uint16 "
+                         f"(at most 65536); store the ids as uint32 instead")
+    key = f"{tokenizer_fingerprint(tokenizer)}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    path = cache_dir() / "tokens" / f"{key}.npy"
+    if cache and path.is_file():
+        return np.load(path)
+    ids = np.array(tokenizer.encode(text), dtype=np.uint16)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, ids)
+        os.replace(tmp, path)
+    return ids
+
+
+def char_counts(tokenizer) -> torch.Tensor:
+    """How many characters each token id covers: ``(vocab_size,)``.
+
+    One for a character tokenizer. For byte-level BPE, the number of UTF-8 bytes in the token
+    that *start* a character (every byte except the continuation bytes ``10xxxxxx``): summed
+    over any encoded text this gives exactly its number of characters, even when a character's
+    bytes are split across tokens.
+    """
+    if not hasattr(tokenizer, "vocab"):
+        return torch.ones(tokenizer.vocab_size, dtype=torch.long)
+    counts = torch.zeros(tokenizer.vocab_size, dtype=torch.long)
+    for i, data in tokenizer.vocab.items():
+        counts[i] = sum(1 for b in data if b & 0xC0 != 0x80)
+    return counts
+
+
+def get_batch(data: torch.Tensor, block_size: int, batch_size: int,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of ``data`` ``(N,)``: inputs ``x`` and targets ``y``,
+    each ``(B, T)``, where ``y`` is ``x`` shifted one token to the left."""
+    if len(data) <= block_size:
+        raise ValueError(f"{len(data)} tokens are too few for windows of block_size={block_size}"
+                         f" (+1 for the target); use a longer text or a smaller block_size")
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    offsets = torch.arange(block_size + 1)
+    windows = data[starts[:, None] + offsets].long()  # (B, T + 1)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def eval_windows(data: torch.Tensor, block_size: int,
+                 max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed, non-overlapping windows of ``data`` for evaluation: ``x``, ``y`` ``(N, T)``.
+
+    Every target token of the first ``N * block_size + 1`` tokens is scored exactly once. With
+    ``max_windows``, that many windows spread evenly over the whole text.
+    """
+    n = (len(data) - 1) // block_size
+    if n < 1:
+        raise ValueError(f"{len(data)} tokens are too few for one window of {block_size}")
+    starts = torch.arange(n) * block_size
+    if max_windows is not None and max_windows < n:
+        starts = starts[torch.linspace(0, n - 1, max_windows).round().long()]
+    windows = data[starts[:, None] + torch.arange(block_size + 1)].long()
+    return windows[:, :-1], windows[:, 1:]

@@ -1,0 +1,121 @@
+"""Training: quality at equal time against nanoGPT's CPU recipe, and training throughput
+against a plain PyTorch model of the same shape.
+
+1. nanoGPT's CPU recipe for Tiny Shakespeare (one id per character, 4 layers, 4 heads, 128
+   wide, 64-character context, 12 sequences per step, 2000 steps, lr 1e-3 cosine to 1e-4),
+   reimplemented as the recipe ``nanogpt_cpu``, runs first; the book's recipe then trains for
+   exactly as long. Both are scored on the whole validation text in nats per character. The
+   time is CPU time of this process (``clock="cpu"``): on an idle machine it is the wall-clock
+   time times the threads, and on a shared machine it does not count the neighbours' work.
+   Goal: ours <= 0.9 x the reference.
+2. Tokens per second of one training step (forward, backward, AdamW) of the book's model
+   against a plain PyTorch GPT of the same shape written below. Goal: >= 1.0 x.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import Result, best_time
+from buildllm.model import GPT
+from buildllm.train import RECIPES, TrainConfig, make_optimizer, train
+
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+
+class PlainBlock(nn.Module):
+    """A pre-norm transformer block in plain PyTorch (nanoGPT's layout)."""
+
+    def __init__(self, C: int, H: int):
+        super().__init__()
+        self.H = H
+        self.ln_1, self.ln_2 = nn.LayerNorm(C, bias=False), nn.LayerNorm(C, bias=False)
+        self.qkv, self.proj = nn.Linear(C, 3 * C, bias=False), nn.Linear(C, C, bias=False)
+        self.fc, self.out = nn.Linear(C, 4 * C, bias=False), nn.Linear(4 * C, C, bias=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, V: int, T: int, L: int, H: int, C: int):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
+        self.blocks = nn.ModuleList(PlainBlock(C, H) for _ in range(L))
+        self.ln_f = nn.LayerNorm(C, bias=False)
+        self.head = nn.Linear(C, V, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def quality() -> Result:
+    reference = TrainConfig.from_dict({**RECIPES["nanogpt_cpu"], "clock": "cpu"})
+    ref = train(reference).final
+    ours_config = TrainConfig.from_dict({**RECIPES["book"], "max_steps": 1_000_000,
+                                         "max_seconds": ref["train_seconds"], "clock": "cpu"})
+    ours = train(ours_config).final
+    return Result("training: val loss at equal time, book vs nanoGPT CPU recipe",
+                  ours["nats_per_char"], ref["nats_per_char"], "nats/char", goal=0.9,
+                  higher_is_better=False,
+                  note=f"{ref['train_seconds']:.0f} CPU-s each; steps {ours['step']} vs "
+                       f"{ref['step']}; bits/char {ours['bits_per_char']:.3f} vs "
+                       f"{ref['bits_per_char']:.3f}")
+
+
+def throughput() -> Result:
+    config = TrainConfig.from_dict(RECIPES["book"])
+    model_config = config.model_config(config.vocab_size)
+    V, T, B = model_config.vocab_size, model_config.block_size, config.batch_size
+    torch.manual_seed(0)
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+    ours = GPT(model_config)
+    ours_opt = make_optimizer(ours, config)
+    plain = PlainGPT(V, T, model_config.n_layer, model_config.n_head, model_config.n_embd)
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=config.lr)
+
+    def ours_step():
+        _, loss = ours(x, y)
+        ours_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
+        ours_opt.step()
+
+    def plain_step():
+        loss = plain(x, y)
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        plain_opt.step()
+
+    t_ours, t_plain = math.inf, math.inf
+    for _ in range(5):  # interleaved, so that both see the same machine
+        t_ours = min(t_ours, best_time(ours_step, repeat=1, number=5))
+        t_plain = min(t_plain, best_time(plain_step, repeat=1, number=5))
+    return Result("training: tokens/s, book model vs plain PyTorch GPT", B * T / t_ours,
+                  B * T / t_plain, "tokens/s", goal=1.0, higher_is_better=True,
+                  note=f"batch {B} x {T} tokens, {THREADS} threads")
+
+
+def run() -> list[Result]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return [throughput(), quality()]
+    finally:
+        torch.set_num_threads(previous)

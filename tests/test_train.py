@@ -1,0 +1,267 @@
+"""Tests of buildllm.train and the token batches of buildllm.data: the loss per character, the
+schedule, exact resume, NaN detection, 2 processes == 1 process, a short run whose loss falls."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from buildllm import data, train
+from buildllm.tokenizer import BPETokenizer, CharTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
+        * 120)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+
+
+def tiny(**overrides) -> train.TrainConfig:
+    settings_ = dict(model={"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32},
+                     tokenizer="char", batch_size=8, max_steps=20, lr=3e-3, min_lr=3e-4,
+                     warmup_steps=5, eval_interval=10, eval_windows=8, log_interval=1)
+    return train.TrainConfig.from_dict({**settings_, **overrides})
+
+
+def losses(log: list[dict]) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in log if "loss" in r]
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+def test_get_batch_targets_are_inputs_shifted():
+    ids = torch.arange(100)
+    x, y = data.get_batch(ids, 8, 4, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8) and x.dtype == torch.long
+    torch.testing.assert_close(x[:, 1:], y[:, :-1])
+    torch.testing.assert_close(y - x, torch.ones_like(x))  # consecutive ids: y = x + 1
+
+
+def test_get_batch_too_short_text():
+    with pytest.raises(ValueError, match="block_size=8"):
+        data.get_batch(torch.arange(8), 8, 2)
+
+
+def test_eval_windows_score_every_token_once():
+    ids = torch.arange(35)
+    x, y = data.eval_windows(ids, 8)
+    assert x.shape == (4, 8)
+    torch.testing.assert_close(y.flatten(), torch.arange(1, 33))
+    x, _ = data.eval_windows(ids, 8, max_windows=2)
+    torch.testing.assert_close(x[:, 0], torch.tensor([0, 24]))  # the first and the last
+
+
+def test_encode_corpus_is_cached_uint16():
+    tok = CharTokenizer(TEXT)
+    ids = data.encode_corpus(tok, TEXT)
+    assert ids.dtype == np.uint16 and tok.decode(ids.tolist()) == TEXT
+    assert len(list((data.cache_dir() / "tokens").glob("*.npy"))) == 1
+    np.testing.assert_array_equal(data.encode_corpus(tok, TEXT), ids)  # from the cache
+    other = CharTokenizer(TEXT + "~")  # another tokenizer: another cache entry
+    data.encode_corpus(other, TEXT)
+    assert len(list((data.cache_dir() / "tokens").glob("*.npy"))) == 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=40))
+def test_char_counts_sum_to_the_characters(text):
+    counts = data.char_counts(BPE)
+    assert int(counts[BPE.encode(text)].sum()) == len(text)
+
+
+BPE = BPETokenizer().train("héllo wörld, hello world! ünïcode " * 20, 300)
+
+
+# -- the loss per character --------------------------------------------------------------------
+
+class Uniform(torch.nn.Module):
+    """Predicts every token with probability 1/V: the loss is ln V per token."""
+
+    def __init__(self, V):
+        super().__init__()
+        self.V, self.w = V, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx):
+        return torch.zeros(*idx.shape, self.V) + 0 * self.w, None
+
+
+def test_bits_per_char_by_hand():
+    # Four tokens covering 1, 2, 3 and 0 characters. The targets 1 2 3 | 0 2 2 are 6 tokens
+    # covering 2+3+0 + 1+3+3 = 12 characters; a uniform model loses ln 4 nats per token.
+    counts = torch.tensor([1, 2, 3, 0])
+    x = torch.tensor([[0, 1, 2], [3, 0, 2]])
+    y = torch.tensor([[1, 2, 3], [0, 2, 2]])
+    result = train.evaluate(Uniform(4), x, y, counts)
+    assert result["loss"] == pytest.approx(math.log(4))
+    assert result["nats_per_char"] == pytest.approx(6 * math.log(4) / 12)
+    assert result["bits_per_char"] == pytest.approx(6 * 2 / 12)  # ln 4 nats = 2 bits
+    assert result["chars_per_token"] == pytest.approx(2.0)
+    assert train.per_character(math.log(2) * 10, 5) == pytest.approx(
+        {"nats_per_char": 2 * math.log(2), "bits_per_char": 2.0})
+
+
+# -- optimizer and schedule --------------------------------------------------------------------
+
+def test_weight_decay_only_on_matrices():
+    from buildllm.model import GPT
+
+    config = tiny()
+    model = GPT(config.model_config(10))
+    decay, no_decay = train.make_optimizer(model, config).param_groups
+    assert decay["weight_decay"] == config.weight_decay and no_decay["weight_decay"] == 0
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    n = sum(p.numel() for p in decay["params"] + no_decay["params"])
+    assert n == sum(p.numel() for p in model.parameters())
+
+
+def test_learning_rate_warmup_then_cosine():
+    c = tiny(lr=1.0, min_lr=0.1, warmup_steps=4)
+    warm = [train.learning_rate(s, s / 100, c) for s in range(4)]
+    assert warm == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert train.learning_rate(50, 0.5, c) == pytest.approx(0.55)
+    assert train.learning_rate(100, 1.0, c) == pytest.approx(0.1)
+    decay = [train.learning_rate(s, s / 100, c) for s in range(4, 101)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_config_errors_name_the_value(tmp_path):
+    with pytest.raises(ValueError, match="'words'"):
+        tiny(tokenizer="words")
+    with pytest.raises(ValueError, match="bogus"):
+        train.TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="neither a recipe"):
+        train.TrainConfig.from_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("name", sorted(train.RECIPES))
+def test_config_files_are_the_recipes(name):
+    from_file = train.TrainConfig.from_json(ROOT / "configs" / f"{name}.json")
+    assert from_file == train.TrainConfig.from_json(name)
+
+
+# -- training ----------------------------------------------------------------------------------
+
+def test_short_run_loss_falls(tmp_path):
+    result = train.train(tiny(max_steps=40), tmp_path / "run", text=TEXT)
+    evals = [r for r in result.log if "val_loss" in r]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 30
+    assert result.final["loss"] < 0.7 * evals[0]["val_loss"]
+    first, last = losses(result.log)[0][1], losses(result.log)[-1][1]
+    assert last < 0.7 * first
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").open()]
+    assert logged == json.loads(json.dumps(result.log))  # the file holds the same records
+    from buildllm.checkpoint import load_model
+
+    model, tok = load_model(tmp_path / "run")
+    assert tok.vocab_size == model.config.vocab_size == len(set(TEXT))
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    config = tiny(max_steps=24, eval_interval=8, model={
+        "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.1})
+    whole = train.train(config, tmp_path / "whole", text=TEXT)
+
+    calls = {"n": 0}
+    get_batch = data.get_batch
+
+    def crash_at_step_13(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt("the machine went down")
+        return get_batch(*args, **kwargs)
+
+    monkeypatch.setattr(data, "get_batch", crash_at_step_13)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, tmp_path / "part", text=TEXT)
+    monkeypatch.setattr(data, "get_batch", get_batch)
+    resumed = train.train(config, tmp_path / "part", resume=True, text=TEXT)
+    assert losses(resumed.log) == losses(whole.log)  # bit for bit, step 1 to step 24
+    assert resumed.final["loss"] == whole.final["loss"]
+    with pytest.raises(ValueError, match="another configuration"):
+        train.train(tiny(max_steps=30), tmp_path / "part", resume=True, text=TEXT)
+
+
+def test_time_budget_stops_the_run():
+    result = train.train(tiny(max_steps=10**6, max_seconds=0.5, eval_interval=10**5),
+                         text=TEXT)
+    assert 0 < result.final["step"] < 10**6
+    assert result.final["train_seconds"] >= 0.5
+
+
+def test_nan_loss_is_caught(monkeypatch):
+    class Exploding(train.GPT):
+        calls = 0
+
+        def forward(self, idx, targets=None, cache=None):
+            logits, loss = super().forward(idx, targets, cache)
+            Exploding.calls += self.training
+            if Exploding.calls == 3:
+                loss = loss * float("nan")
+            return logits, loss
+
+    monkeypatch.setattr(train, "GPT", Exploding)
+    with pytest.raises(train.NonFiniteLossError, match="at step 2.*Lower lr"):
+        train.train(tiny(), text=TEXT)
+
+
+def test_pretrained_is_cached(monkeypatch):
+    recipe = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
+    monkeypatch.setitem(train.RECIPES, "tiny", recipe)
+    monkeypatch.setattr(data, "load_text", lambda: TEXT)
+    threads = torch.get_num_threads()
+    model, tok = train.pretrained("tiny")
+    assert torch.get_num_threads() == threads
+    folders = list((data.cache_dir() / "models").iterdir())
+    assert [f.name for f in folders] == [f"tiny-{train.recipe_hash(tiny(**recipe))}"]
+    monkeypatch.setattr(train, "train", None)  # a second call must not train
+    again, tok2 = train.pretrained("tiny")
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert tok2.chars == tok.chars
+    with pytest.raises(ValueError, match="unknown recipe"):
+        train.pretrained("nope")
+
+
+# -- several processes -------------------------------------------------------------------------
+
+def _rank(rank: int, world: int, port: int, config: dict, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = train.train(train.TrainConfig.from_dict(config), text=TEXT)
+    if rank == 0:
+        Path(out).write_text(json.dumps(losses(result.log)))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_equal_one(tmp_path):
+    config = tiny(max_steps=12, eval_interval=100)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = losses(train.train(config, text=TEXT).log)
+    finally:
+        torch.set_num_threads(threads)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "losses.json"
+    mp.spawn(_rank, args=(2, port, config.to_dict(), str(out)), nprocs=2, join=True)
+    two = json.loads(out.read_text())
+    assert [s for s, _ in two] == [s for s, _ in one]
+    np.testing.assert_allclose([v for _, v in two], [v for _, v in one], rtol=1e-5)
