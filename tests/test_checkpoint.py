@@ -1,0 +1,138 @@
+"""Tests of buildllm.checkpoint: round trips, atomic replacement, clear errors on damage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from buildllm import checkpoint
+from buildllm.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from buildllm.model import GPT, GPTConfig
+from buildllm.tokenizer import BPETokenizer, CharTokenizer
+
+CONFIG = GPTConfig(vocab_size=261, block_size=8, n_layer=1, n_head=2, n_embd=16)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer().train("to be or not to be, that is the question " * 10, 261)
+
+
+def trained(config=CONFIG):
+    torch.manual_seed(0)
+    model = GPT(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(2):
+        _, loss = model(torch.randint(0, config.vocab_size, (2, 8)),
+                        torch.randint(0, config.vocab_size, (2, 8)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, opt
+
+
+def test_round_trip_everything(tmp_path, bpe):
+    model, opt = trained()
+    rng = {"torch": torch.get_rng_state()}
+    save_checkpoint(tmp_path / "c", model, bpe, optimizer=opt, train_state={"step": 2},
+                    rng_state=rng)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json"]
+    ckpt = load_checkpoint(tmp_path / "c")
+    assert ckpt.train_state == {"step": 2} and not ckpt.model.training
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(ckpt.model.state_dict()[name], value)
+    assert ckpt.model.lm_head.weight is ckpt.model.wte.weight  # still tied
+    torch.testing.assert_close(ckpt.rng_state["torch"], rng["torch"])
+    restored = torch.optim.AdamW(ckpt.model.parameters(), lr=1e-2)
+    restored.load_state_dict(ckpt.optimizer_state)
+    for a, b in zip(opt.state_dict()["state"].values(), restored.state_dict()["state"].values()):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key])
+    assert ckpt.tokenizer.encode("to be") == bpe.encode("to be")
+    x = torch.tensor([bpe.encode("to be or")])
+    torch.testing.assert_close(ckpt.model(x)[0], model.eval()(x)[0])
+
+
+def test_char_tokenizer_and_run_folder(tmp_path):
+    tok = CharTokenizer("abc\n")
+    model = GPT(GPTConfig(vocab_size=4, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    save_checkpoint(tmp_path / "run" / "checkpoint", model, tok)
+    loaded, tok2 = load_model(tmp_path / "run")  # a run folder: its checkpoint/ is found
+    assert tok2.chars == tok.chars and loaded.config == model.config
+
+
+def test_replacing_is_atomic_and_leaves_no_temporaries(tmp_path, bpe):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 1})
+    save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]
+    assert load_checkpoint(tmp_path / "c").train_state["step"] == 2
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 3}, replace=False)
+    assert load_checkpoint(tmp_path / "c").train_state["step"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]
+
+
+def test_a_failed_write_keeps_the_old_checkpoint(tmp_path, bpe, monkeypatch):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 1})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_tokenizer", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 2})
+    assert load_checkpoint(tmp_path / "c").train_state["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_model(tmp_path / "nothing")
+
+
+def test_damaged_weights(tmp_path, bpe):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe)
+    weights = tmp_path / "c" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.raises(CheckpointError, match="model.safetensors does not match the sha256"):
+        load_model(tmp_path / "c")
+
+
+def test_damaged_config(tmp_path, bpe):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe)
+    (tmp_path / "c" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(tmp_path / "c")
+    (tmp_path / "c" / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match="'other'"):
+        load_model(tmp_path / "c")
+
+
+def test_weights_of_another_model(tmp_path, bpe):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe)
+    config_path = tmp_path / "c" / "config.json"
+    doc = json.loads(config_path.read_text())
+    doc["model"]["n_embd"] = 32  # the config now describes a wider model
+    config_path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(tmp_path / "c")
+
+
+def test_tokenizer_of_another_model(tmp_path):
+    model = GPT(GPTConfig(vocab_size=3, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    save_checkpoint(tmp_path / "c", model, CharTokenizer("abcdef"))
+    with pytest.raises(CheckpointError, match="6 tokens but the model only 3"):
+        load_model(tmp_path / "c")
+
+
+def test_unknown_tokenizer_type(tmp_path):
+    with pytest.raises(TypeError, match="dict"):
+        save_checkpoint(tmp_path / "c", GPT(CONFIG), {})
