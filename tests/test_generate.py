@@ -318,3 +318,19 @@ def test_greedy_equals_hugging_face_generate():
         theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                              generation_config=config)
     assert torch.equal(ours, theirs)
+
+
+def test_cli_streams_a_sample_from_a_checkpoint(tmp_path, capsys):
+    from buildllm.checkpoint import save_checkpoint
+    from buildllm.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("abcdefgh ijklmnop\n")
+    model = tiny_model(vocab_size=tok.vocab_size)
+    save_checkpoint(tmp_path / "ckpt", model, tok)
+    parser = argparse.ArgumentParser(prog="buildllm")
+    gen.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sample", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "abc",
+                              "--max-new-tokens", "15", "--top-k", "5", "--seed", "7"])
+    assert args.func(args) == 0
+    expected = gen.generate(model, tok.encode("abc"), 15, top_k=5, seed=7)[3:].tolist()
+    assert capsys.readouterr().out == "abc" + tok.decode(expected) + "\n"
