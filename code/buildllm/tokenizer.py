@@ -488,8 +488,8 @@ def train_bpe(
 
 
 def add_cli(subparsers) -> None:
-    """Add ``buildllm tokenizer train|encode|decode`` to the command line (:mod:`buildllm.cli`)."""
-    parser = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, or encode and decode",
+    """Add ``buildllm tokenizer train|encode|decode`` to the command line (``buildllm.cli``)."""
+    parser = subparsers.add_parser("tokenizer", help="train a tokenizer, encode, decode",
                                    description="Train a byte-level BPE tokenizer, or use one.")
     actions = parser.add_subparsers(dest="action", metavar="<action>", required=True)
     train = actions.add_parser("train", help="learn merges from a text, write the tokenizer")
