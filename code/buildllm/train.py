@@ -426,22 +426,22 @@ def recipe_hash(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def pretrained(name: str = "book", threads: int = 2) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """``(model, tokenizer)`` trained with the recipe ``name`` on Tiny Shakespeare.
+def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
+    """The checkpoint folder of the recipe ``name`` trained on Tiny Shakespeare.
 
     The first call trains (about three minutes for "book" on two cores, deterministically:
-    fixed seeds, ``threads`` threads) and caches the checkpoint in
-    ``cache_dir()/models/<name>-<recipe hash>``; later calls load it. Two processes may call
-    this at once: each trains, and the first to finish publishes its checkpoint.
+    fixed seeds, ``threads`` threads) and caches the checkpoint, with its ``log.jsonl``, in
+    ``cache_dir()/models/<name>-<recipe hash>``; later calls find it there. Two processes may
+    call this at once: each trains, the first to finish publishes, the other uses that one.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     config = TrainConfig.from_dict(RECIPES[name])
     folder = data.cache_dir() / "models" / f"{name}-{recipe_hash(config)}"
     with contextlib.suppress(checkpoint.CheckpointError):
-        return checkpoint.load_model(folder)
-    previous = torch.get_num_threads()
-    rng = torch.get_rng_state()
+        checkpoint.read_config(folder)
+        return folder
+    previous, rng = torch.get_num_threads(), torch.get_rng_state()
     torch.set_num_threads(threads)
     try:
         result = train(config)
@@ -450,13 +450,15 @@ def pretrained(name: str = "book", threads: int = 2) -> tuple[GPT, CharTokenizer
         torch.set_rng_state(rng)
     log = "".join(json.dumps(r) + "\n" for r in result.log)
     state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}
-    try:
+    with contextlib.suppress(OSError):  # OSError: another process published it first
         checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
                                    extra_files={"log.jsonl": log}, replace=False)
-    except OSError:  # another process published the same recipe first: use theirs
-        return checkpoint.load_model(folder)
-    result.model.eval()
-    return result.model, result.tokenizer
+    return folder
+
+
+def pretrained(name: str = "book", threads: int = 2) -> tuple[GPT, CharTokenizer | BPETokenizer]:
+    """``(model, tokenizer)`` of :func:`pretrained_dir`: trained once, then loaded."""
+    return checkpoint.load_model(pretrained_dir(name, threads))
 
 
 # ---------------------------------------------------------------------------------------------
