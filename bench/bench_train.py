@@ -104,9 +104,10 @@ def throughput() -> Result:
         plain_opt.step()
 
     t_ours, t_plain = math.inf, math.inf
-    for _ in range(5):  # interleaved, so that both see the same machine
-        t_ours = min(t_ours, best_time(ours_step, repeat=1, number=5))
-        t_plain = min(t_plain, best_time(plain_step, repeat=1, number=5))
+    ours_step(), plain_step()  # warm up
+    for _ in range(10):  # interleaved, so that both see the same machine
+        t_ours = min(t_ours, best_time(ours_step, repeat=1, number=3))
+        t_plain = min(t_plain, best_time(plain_step, repeat=1, number=3))
     return Result("training: tokens/s, book model vs plain PyTorch GPT", B * T / t_ours,
                   B * T / t_plain, "tokens/s", goal=1.0, higher_is_better=True,
                   note=f"batch {B} x {T} tokens, {THREADS} threads")
