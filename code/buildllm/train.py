@@ -124,8 +124,8 @@ RECIPES: dict[str, dict] = {
     # The book's model: BPE with 1024 tokens, 4 layers, 128 wide, 128-token context, many
     # small steps. About three minutes on two CPU cores; configs/book.json is this recipe.
     "book": dict(model={"preset": "book", "bias": False}, tokenizer="bpe", vocab_size=1024,
-                 batch_size=8, max_steps=2000, lr=3e-3, min_lr=3e-4, warmup_steps=50,
-                 eval_interval=250),
+                 batch_size=8, max_steps=1200, lr=3e-3, min_lr=3e-4, warmup_steps=50,
+                 eval_interval=200),
     # nanoGPT's CPU recipe for Shakespeare (its README): one id per character, 4 layers, 4 heads,
     # 128 wide, a 64-character context, 12 sequences a step, 2000 steps, no dropout.
     "nanogpt_cpu": dict(model={"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128,
