@@ -12,25 +12,10 @@ from hypothesis import strategies as st
 
 from buildllm import generate as gen
 from buildllm.model import GPT, GPTConfig
+from model_options import OPTIONS
 
 TINY = dict(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32)
 
-# Every option of GPTConfig that touches the forward pass, alone and combined.
-VARIANTS = {
-    "gpt2": {},
-    "sinusoidal": dict(pos_encoding="sinusoidal"),
-    "rope": dict(pos_encoding="rope"),
-    "rmsnorm": dict(norm="rmsnorm"),
-    "relu": dict(mlp="relu"),
-    "swiglu": dict(mlp="swiglu"),
-    "gqa": dict(n_kv_head=2),
-    "mqa": dict(n_kv_head=1),
-    "qk_norm": dict(qk_norm=True),
-    "untied": dict(tie_weights=False),
-    "no_bias": dict(bias=False),
-    "modern": dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2,
-                   qk_norm=True, tie_weights=False, bias=False),
-}
 
 
 def tiny_model(seed: int = 0, **overrides) -> GPT:
@@ -68,9 +53,9 @@ def run(model, prompt, n, **kw):
 # --- the key/value cache ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", OPTIONS)
 def test_cached_equals_uncached_for_every_option(name):
-    model = tiny_model(**VARIANTS[name])
+    model = tiny_model(**OPTIONS[name])
     prompt = rand_ids((2, 7), seed=1)
     n = 14  # 7 + 14 = 21 <= block_size: the cache is used at every step
     cached_tok, cached_logits = run(model, prompt, n, seed=3, use_cache=True)
@@ -83,9 +68,9 @@ def test_cached_equals_uncached_for_every_option(name):
     torch.testing.assert_close(cached_logits, full[:, 6:-1], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "rope", "modern"])
+@pytest.mark.parametrize("name", ["gpt2", "rope", "all"])
 def test_window_slides_past_the_context(name):
-    model = tiny_model(**VARIANTS[name])
+    model = tiny_model(**OPTIONS[name])
     prompt = rand_ids((1, 20), seed=2)
     n = 12  # 20 + 12 > block_size 24: the last steps see a sliding window
     tok, logits = run(model, prompt, n, temperature=0.0, use_cache=True)

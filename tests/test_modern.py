@@ -17,25 +17,10 @@ from buildllm.attention import CausalSelfAttention
 from buildllm.embeddings import RotaryEmbedding
 from buildllm.layers import RMSNorm, SwiGLU, rms_norm
 from buildllm.model import GPT, PRESETS, GPTConfig, preset
+from model_options import OPTIONS
 
 SMALL = dict(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
-# Each option alone, then all of them together (the Llama recipe).
-OPTIONS = {
-    "gpt2": {},
-    "rope": dict(pos_encoding="rope"),
-    "sinusoidal": dict(pos_encoding="sinusoidal"),
-    "rmsnorm": dict(norm="rmsnorm"),
-    "swiglu": dict(mlp="swiglu"),
-    "relu": dict(mlp="relu"),
-    "gqa": dict(n_kv_head=2),
-    "mqa": dict(n_kv_head=1),
-    "qk_norm": dict(qk_norm=True),
-    "untied": dict(tie_weights=False),
-    "no_bias": dict(bias=False),
-    "all": dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, qk_norm=True,
-                tie_weights=False, bias=False),
-}
 
 
 def make(name: str, seed: int = 0, **extra) -> GPT:
