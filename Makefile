@@ -17,7 +17,6 @@ SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/tinyshakespeare.txt),)
 export BUILDLLM_DATA_DIR ?= $(SHARED_DATA)
 endif
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
