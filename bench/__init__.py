@@ -17,14 +17,15 @@ class Result:
     """One line of the benchmark report.
 
     ``ratio`` is ours/reference in the unit of the measure; ``goal`` is a bound on it and
-    ``higher_is_better`` says in which direction the goal points.
+    ``higher_is_better`` says in which direction the goal points. A result with ``goal=None``
+    is reported for information, with no goal to meet.
     """
 
     name: str
     ours: float
     reference: float
     unit: str
-    goal: float
+    goal: float | None
     higher_is_better: bool
     note: str = ""
 
@@ -33,7 +34,9 @@ class Result:
         return self.ours / self.reference
 
     @property
-    def met(self) -> bool:
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
         return self.ratio >= self.goal if self.higher_is_better else self.ratio <= self.goal
 
 

@@ -11,6 +11,17 @@ from pathlib import Path
 import bench
 
 
+def _goal(r: bench.Result) -> str:
+    """"goal >= 0.5", or "goal " for a result reported for information."""
+    if r.goal is None:
+        return "goal "
+    return f"goal {'>=' if r.higher_is_better else '<='}{r.goal}"
+
+
+def _verdict(r: bench.Result) -> str:
+    return {True: "met", False: "NOT met", None: "info"}[r.met]
+
+
 def main(argv: list[str]) -> int:
     folder = str(Path(bench.__file__).parent)
     names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([folder])
@@ -30,17 +41,14 @@ def main(argv: list[str]) -> int:
         mod = importlib.import_module(f"bench.bench_{name}")
         for r in mod.run():
             results.append(r)
-            direction = ">=" if r.higher_is_better else "<="
             print(f"  {r.name}: ours {r.ours:.4g} {r.unit}, reference {r.reference:.4g} {r.unit}, "
-                  f"ratio {r.ratio:.3f} (goal {direction} {r.goal}) {'MET' if r.met else 'NOT MET'}"
+                  f"ratio {r.ratio:.3f} ({_goal(r)}) {_verdict(r).upper()}"
                   + (f"  [{r.note}]" if r.note else ""), flush=True)
         print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
     print()
     print(f"{'benchmark':<58} {'ratio':>8} {'goal':>8}  result")
     for r in results:
-        direction = ">=" if r.higher_is_better else "<="
-        verdict = "met" if r.met else "NOT met"
-        print(f"{r.name:<58} {r.ratio:>8.3f} {direction + str(r.goal):>8}  {verdict}")
+        print(f"{r.name:<58} {r.ratio:>8.3f} {_goal(r)[5:] or '-':>8}  {_verdict(r)}")
     return 0
 
 

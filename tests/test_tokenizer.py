@@ -186,6 +186,44 @@ def test_fast_chunk_encoder_equals_teaching_version(tok, text):
         assert tok._encode_chunk(chunk.encode("utf-8")) == ids
 
 
+ascii_text = st.lists(
+    st.one_of(st.sampled_from(["'s", "'ll", "don't", " ", "  ", "\n", "\r\n", " \t ", "\x0b",
+                               "\x0c", "\x1c", "\x1f", "\x00", "\x7f", "_", "12", " 9", "a,b"]),
+              st.text(alphabet=st.characters(max_codepoint=127), max_size=8)),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(ascii_text)
+def test_ascii_pattern_cuts_ascii_text_as_the_unicode_pattern_does(text):
+    assert tk.re.findall(tk.GPT2_ASCII_PATTERN, text) == tk.pretokenize(text)
+
+
+def test_every_ascii_character_is_classed_as_the_unicode_pattern_classes_it():
+    for a in map(chr, range(128)):
+        for b in map(chr, range(128)):
+            text = f"{a}{b} x{a}{a}"
+            assert tk.re.findall(tk.GPT2_ASCII_PATTERN, text) == tk.pretokenize(text), text
+
+
+@pytest.mark.parametrize("where, size", [(0, 30_000), (500_000, 50_000), (1_000_000, 80_000)])
+def test_a_chunk_that_is_a_token_merges_into_that_token(corpus, where, size):
+    """The encoder's cache starts with every token as its own chunk (tiktoken does the same).
+    That is exact for trained merges: merging a token's bytes gives back the token."""
+    trained = tk.train_bpe(corpus[where : where + size], 1024)
+    assert len(trained._tokens_as_text) > 800  # most tokens are text, not parts of characters
+    for text, ids in trained._tokens_as_text.items():
+        assert trained._encode_chunk(text.encode("utf-8")) == ids, text
+
+
+def test_unicode_text_is_cut_by_the_unicode_pattern(tok):
+    text = "Ångström's 日本語 ½ naïve\u00a0x"
+    assert not text.isascii()
+    ids = tok.encode(text)
+    assert ids == [i for c in tk.pretokenize(text) for i in tok._encode_chunk(c.encode())]
+
+
 def test_encode_corpus_round_trip_and_compression(corpus, big_tok):
     ids = big_tok.encode(corpus)
     assert big_tok.decode(ids) == corpus
@@ -201,7 +239,7 @@ def test_cache_does_not_change_ids(tok, small_corpus, monkeypatch):
     small = BPETokenizer(tok.merges, tok.special_tokens)
     assert small.encode(text) == cold and small.encode(text[:30]) == cold[: len(small.encode(
         text[:30]))]
-    assert len(small._cache) <= 10
+    assert len(small._cache) <= 10 + len(small._tokens_as_text)  # the tokens, then <= 10
 
 
 def test_lone_surrogate_is_a_clear_error(tok):

@@ -28,6 +28,7 @@ import itertools
 import json
 import operator
 import os
+import re
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
@@ -112,6 +113,13 @@ def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
 # alternative, so the chunks put back together are the text.
 GPT2_SPLIT_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+# The same pattern for pure-ASCII text, where a letter (\p{L}) is [A-Za-z], a number (\p{N})
+# is [0-9] and whitespace (\s) is the six characters in _WS. Written for the standard library's
+# `re`, which cuts ASCII text about twice as fast as `regex` cuts it with the Unicode classes.
+_WS = r" \t\n\x0b\x0c\r"
+GPT2_ASCII_PATTERN = (
+    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
 )
 ENDOFTEXT = "<|endoftext|>"
 
@@ -275,7 +283,16 @@ class BPETokenizer:
         self.vocab = vocab  # id -> bytes
         self.pattern = pattern
         self._regex = regex.compile(pattern)
-        self._cache: dict[str, list[int]] = {}
+        self._ascii_regex = re.compile(GPT2_ASCII_PATTERN) if pattern == GPT2_SPLIT_PATTERN else None
+        # A chunk that is itself a token is that token, as in tiktoken: the encoder's cache
+        # starts with every token that is text, so the first call has less left to merge.
+        self._tokens_as_text = {}
+        for idx in range(len(vocab) - len(specials)):
+            try:
+                self._tokens_as_text[vocab[idx].decode("utf-8")] = [idx]
+            except UnicodeDecodeError:
+                pass  # part of a character: never a whole chunk
+        self._cache: dict[str, list[int]] = dict(self._tokens_as_text)
 
     @property
     def vocab_size(self) -> int:
@@ -307,16 +324,19 @@ class BPETokenizer:
         """Apply the merges to one chunk's bytes, the earliest-learned pair first.
 
         The chunk is a ``str`` of ``chr(id)``, as in :func:`train_merges`: ``map`` lists its
-        adjacent pairs and their ranks in C, and ``str.replace`` merges.
+        adjacent pairs in C, the loop finds the pair of lowest rank, and ``str.replace`` merges.
         """
         word = data.decode("latin-1")  # chr(byte) for each byte
-        while len(word) >= 2:
-            pairs = map(operator.add, word, word[1:])  # "abc" -> "ab", "bc"
-            rank = min(map(self._rank_of_text.get, pairs, itertools.repeat(NO_MERGE)))
-            if rank == NO_MERGE:
-                break  # no pair left that a merge knows
-            word = word.replace(self._text_of_rank[rank], chr(rank))
-        return [ord(c) for c in word]
+        rank_of = self._rank_of_text.get
+        while True:
+            best = NO_MERGE
+            for pair in map(operator.add, word, word[1:]):  # "abc" -> "ab", "bc"
+                rank = rank_of(pair, NO_MERGE)
+                if rank < best:
+                    best = rank
+            if best == NO_MERGE:
+                return [ord(c) for c in word]  # no pair left that a merge knows
+            word = word.replace(self._text_of_rank[best], chr(best))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` ignoring special tokens: ``<|endoftext|>`` is just 13 characters.
@@ -324,14 +344,17 @@ class BPETokenizer:
         A text repeats its chunks (" the", " and", ","): each distinct chunk is merged once and
         its ids remembered, for this call and later ones (up to ``CACHE_SIZE`` chunks).
         """
+        ascii_only = self._ascii_regex is not None and text.isascii()
+        chunks = (self._ascii_regex if ascii_only else self._regex).findall(text)
         cache = self._cache
         out: list[int] = []
-        for chunk in self._regex.findall(text):
+        for chunk in chunks:
             ids = cache.get(chunk)
             if ids is None:
                 ids = self._encode_chunk(_utf8(chunk))
                 if len(cache) >= CACHE_SIZE:
                     cache.clear()
+                    cache.update(self._tokens_as_text)
                 cache[chunk] = ids
             out.extend(ids)
         return out
