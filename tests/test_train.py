@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildllm import data, train
+from buildllm import checkpoint, data, train
 from buildllm.tokenizer import BPETokenizer, CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +153,19 @@ def test_config_files_are_the_recipes(name):
 
 
 # -- training ----------------------------------------------------------------------------------
+
+def test_bfloat16_autocast_trains_like_float32(tmp_path):
+    """--dtype bfloat16 (autocast, for GPUs) exercised on the CPU, which autocasts too: the loss
+    falls as in float32, and the weights and the optimizer's state stay float32."""
+    f32 = train.train(tiny(max_steps=40), text=TEXT)
+    bf16 = train.train(tiny(max_steps=40, dtype="bfloat16"), tmp_path / "run", text=TEXT)
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    evals = [r for r in bf16.log if "val_loss" in r]
+    assert bf16.final["loss"] < 0.7 * evals[0]["val_loss"]
+    assert abs(bf16.final["loss"] - f32.final["loss"]) < 0.05 * f32.final["loss"]
+    model, _ = checkpoint.load_model(tmp_path / "run" / "checkpoint")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
 
 def test_short_run_loss_falls(tmp_path):
     result = train.train(tiny(max_steps=40), tmp_path / "run", text=TEXT)

@@ -24,7 +24,6 @@ exactly the ids that :meth:`BPETokenizer.encode` gives.
 from __future__ import annotations
 
 import heapq
-import itertools
 import json
 import operator
 import os
@@ -119,7 +118,8 @@ GPT2_SPLIT_PATTERN = (
 # `re`, which cuts ASCII text about twice as fast as `regex` cuts it with the Unicode classes.
 _WS = r" \t\n\x0b\x0c\r"
 GPT2_ASCII_PATTERN = (
-    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
+    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+"""
+    rf"""|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
 )
 ENDOFTEXT = "<|endoftext|>"
 
@@ -283,7 +283,8 @@ class BPETokenizer:
         self.vocab = vocab  # id -> bytes
         self.pattern = pattern
         self._regex = regex.compile(pattern)
-        self._ascii_regex = re.compile(GPT2_ASCII_PATTERN) if pattern == GPT2_SPLIT_PATTERN else None
+        self._ascii_regex = (re.compile(GPT2_ASCII_PATTERN) if pattern == GPT2_SPLIT_PATTERN
+                             else None)
         # A chunk that is itself a token is that token, as in tiktoken: the encoder's cache
         # starts with every token that is text, so the first call has less left to merge.
         self._tokens_as_text = {}
