@@ -122,7 +122,7 @@ def throughput() -> Result:
 
     t_ours, t_plain = math.inf, math.inf
     ours_step(), plain_step()  # warm up
-    for _ in range(10):  # interleaved, so that both see the same machine
+    for _ in range(20):  # interleaved, so that both see the same machine
         t_ours = min(t_ours, best_time(ours_step, repeat=1, number=3))
         t_plain = min(t_plain, best_time(plain_step, repeat=1, number=3))
     return Result("training: tokens/s, book model vs plain PyTorch GPT", B * T / t_ours,
