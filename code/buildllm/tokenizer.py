@@ -121,11 +121,18 @@ GPT2_ASCII_PATTERN = (
     rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+"""
     rf"""|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
 )
+_ASCII_SPLIT = re.compile(GPT2_ASCII_PATTERN)
 ENDOFTEXT = "<|endoftext|>"
 
 
 def pretokenize(text: str, pattern: str = GPT2_SPLIT_PATTERN) -> list[str]:
-    """Cut ``text`` into chunks: ``"Hello, world!" -> ['Hello', ',', ' world', '!']``."""
+    """Cut ``text`` into chunks: ``"Hello, world!" -> ['Hello', ',', ' world', '!']``.
+
+    ASCII text cut by GPT-2's pattern goes through its ASCII twin and ``re``: the same chunks,
+    faster.
+    """
+    if pattern == GPT2_SPLIT_PATTERN and text.isascii():
+        return _ASCII_SPLIT.findall(text)
     return regex.findall(pattern, text)
 
 
@@ -283,8 +290,7 @@ class BPETokenizer:
         self.vocab = vocab  # id -> bytes
         self.pattern = pattern
         self._regex = regex.compile(pattern)
-        self._ascii_regex = (re.compile(GPT2_ASCII_PATTERN) if pattern == GPT2_SPLIT_PATTERN
-                             else None)
+        self._ascii_regex = _ASCII_SPLIT if pattern == GPT2_SPLIT_PATTERN else None
         # A chunk that is itself a token is that token, as in tiktoken: the encoder's cache
         # starts with every token that is text, so the first call has less left to merge.
         self._tokens_as_text = {}
