@@ -12,10 +12,10 @@ import bench
 
 
 def _goal(r: bench.Result) -> str:
-    """"goal >= 0.5", or "goal " for a result reported for information."""
+    """">=0.5", or "-" for a result reported for information."""
     if r.goal is None:
-        return "goal "
-    return f"goal {'>=' if r.higher_is_better else '<='}{r.goal}"
+        return "-"
+    return f"{'>=' if r.higher_is_better else '<='}{r.goal}"
 
 
 def _verdict(r: bench.Result) -> str:
@@ -42,13 +42,13 @@ def main(argv: list[str]) -> int:
         for r in mod.run():
             results.append(r)
             print(f"  {r.name}: ours {r.ours:.4g} {r.unit}, reference {r.reference:.4g} {r.unit}, "
-                  f"ratio {r.ratio:.3f} ({_goal(r)}) {_verdict(r).upper()}"
+                  f"ratio {r.ratio:.3f} (goal {_goal(r)}) {_verdict(r).upper()}"
                   + (f"  [{r.note}]" if r.note else ""), flush=True)
         print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
     print()
     print(f"{'benchmark':<58} {'ratio':>8} {'goal':>8}  result")
     for r in results:
-        print(f"{r.name:<58} {r.ratio:>8.3f} {_goal(r)[5:] or '-':>8}  {_verdict(r)}")
+        print(f"{r.name:<58} {r.ratio:>8.3f} {_goal(r):>8}  {_verdict(r)}")
     return 0
 
 

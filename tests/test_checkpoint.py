@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,35 +96,37 @@ def test_missing_folder(tmp_path):
         load_model(tmp_path / "nothing")
 
 
-def test_damaged_weights(tmp_path, bpe):
+@pytest.fixture
+def saved(tmp_path, bpe) -> Path:
+    """A checkpoint of a briefly trained model, for the tests that damage it."""
     model, _ = trained()
     save_checkpoint(tmp_path / "c", model, bpe)
-    weights = tmp_path / "c" / "model.safetensors"
+    return tmp_path / "c"
+
+
+def test_damaged_weights(saved):
+    weights = saved / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated
     with pytest.raises(CheckpointError, match="model.safetensors does not match the sha256"):
-        load_model(tmp_path / "c")
+        load_model(saved)
 
 
-def test_damaged_config(tmp_path, bpe):
-    model, _ = trained()
-    save_checkpoint(tmp_path / "c", model, bpe)
-    (tmp_path / "c" / "config.json").write_text("{not json")
+def test_damaged_config(saved):
+    (saved / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_model(tmp_path / "c")
-    (tmp_path / "c" / "config.json").write_text(json.dumps({"format": "other"}))
+        load_model(saved)
+    (saved / "config.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(CheckpointError, match="'other'"):
-        load_model(tmp_path / "c")
+        load_model(saved)
 
 
-def test_weights_of_another_model(tmp_path, bpe):
-    model, _ = trained()
-    save_checkpoint(tmp_path / "c", model, bpe)
-    config_path = tmp_path / "c" / "config.json"
+def test_weights_of_another_model(saved):
+    config_path = saved / "config.json"
     doc = json.loads(config_path.read_text())
     doc["model"]["n_embd"] = 32  # the config now describes a wider model
     config_path.write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match="do not fit"):
-        load_model(tmp_path / "c")
+        load_model(saved)
 
 
 def test_tokenizer_of_another_model(tmp_path):

@@ -247,6 +247,18 @@ def test_cache_does_not_change_ids(tok, small_corpus, monkeypatch):
     assert len(small._cache) <= 10 + len(small._tokens_as_text)  # the tokens, then <= 10
 
 
+def test_a_cache_limit_below_the_vocabulary_still_remembers_chunks(tok, monkeypatch):
+    """CACHE_SIZE counts the chunks remembered besides the tokens the cache starts with, so a
+    vocabulary larger than it does not empty the cache at every new chunk."""
+    monkeypatch.setattr(tk, "CACHE_SIZE", 10)
+    fresh = BPETokenizer(tok.merges, tok.special_tokens)
+    assert len(fresh._tokens_as_text) > 10
+    new = [c for c in dict.fromkeys(tk.pretokenize("Zyxw qvvq jjkk Ppqq xxzz"))
+           if c not in fresh._tokens_as_text]
+    fresh.encode_ordinary("Zyxw qvvq jjkk Ppqq xxzz")
+    assert new and all(c in fresh._cache for c in new)
+
+
 def test_lone_surrogate_is_a_clear_error(tok):
     with pytest.raises(ValueError, match="lone surrogate"):
         tok.encode("abc\ud800def")

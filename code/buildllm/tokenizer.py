@@ -248,7 +248,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 FORMAT = "buildllm-bpe"
 FORMAT_VERSION = 1
-CACHE_SIZE = 1 << 16  # distinct chunks remembered by encode before the cache starts over
+CACHE_SIZE = 1 << 16  # chunks encode remembers, besides the tokens, before it starts over
 NO_MERGE = 1 << 40  # the rank of a pair that no merge knows: larger than any id
 
 
@@ -289,8 +289,7 @@ class BPETokenizer:
             vocab[i] = s.encode("utf-8")
         self.vocab = vocab  # id -> bytes
         self.pattern = pattern
-        self._regex = regex.compile(pattern)
-        self._ascii_regex = _ASCII_SPLIT if pattern == GPT2_SPLIT_PATTERN else None
+        regex.compile(pattern)  # a pattern that is not a regular expression fails here, not later
         # A chunk that is itself a token is that token, as in tiktoken: the encoder's cache
         # starts with every token that is text, so the first call has less left to merge.
         self._tokens_as_text = {}
@@ -349,17 +348,17 @@ class BPETokenizer:
         """Encode ``text`` ignoring special tokens: ``<|endoftext|>`` is just 13 characters.
 
         A text repeats its chunks (" the", " and", ","): each distinct chunk is merged once and
-        its ids remembered, for this call and later ones (up to ``CACHE_SIZE`` chunks).
+        its ids remembered, for this call and later ones (up to ``CACHE_SIZE`` chunks besides
+        the tokens the cache starts with).
         """
-        ascii_only = self._ascii_regex is not None and text.isascii()
-        chunks = (self._ascii_regex if ascii_only else self._regex).findall(text)
         cache = self._cache
+        full = len(self._tokens_as_text) + CACHE_SIZE
         out: list[int] = []
-        for chunk in chunks:
+        for chunk in pretokenize(text, self.pattern):
             ids = cache.get(chunk)
             if ids is None:
                 ids = self._encode_chunk(_utf8(chunk))
-                if len(cache) >= CACHE_SIZE:
+                if len(cache) >= full:
                     cache.clear()
                     cache.update(self._tokens_as_text)
                 cache[chunk] = ids
