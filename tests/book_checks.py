@@ -3,7 +3,9 @@
 - every notebook under book/ is listed in _toc.yml, and every listed file exists;
 - every notebook is committed executed: each code cell has an execution count, the counts run
   1..n (top to bottom in one fresh kernel), and a cell that prints nothing is the exception,
-  not the rule (a notebook with no stored output at all checks nothing under nbval).
+  not the rule (a notebook with no stored output at all checks nothing under nbval);
+- every top-level function and class of the library is shown (a literalinclude);
+- every `buildllm` command that the book and the README print is one the command line accepts.
 """
 
 from __future__ import annotations
@@ -161,6 +163,55 @@ def check_library_shown(root: Path) -> list[str]:
         if missing:
             problems.append(f"{key}: the book never shows {', '.join(missing)} (add a "
                             f"literalinclude with :pyobject: to the chapter that explains it)")
+    return problems
+
+
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+def book_commands(root: Path) -> list[tuple[str, str]]:
+    """``(page, command)`` for every ``buildllm ...`` command in a fenced block of the book's
+    pages and the README (``torchrun ... -m buildllm.cli ...`` too), continuation lines joined."""
+    commands = []
+    pages = [root / "README.md", *sorted((root / "book").rglob("*"))]
+    for page in pages:
+        if page.suffix == ".ipynb":
+            nb = json.loads(page.read_text(encoding="utf-8"))
+            texts = ["".join(c.get("source", "")) for c in nb.get("cells", [])
+                     if c.get("cell_type") == "markdown"]
+        elif page.suffix == ".md":
+            texts = [page.read_text(encoding="utf-8")]
+        else:
+            continue
+        for text in texts:
+            for block in _FENCE.findall(text):
+                for line in block.replace("\\\n", " ").splitlines():
+                    line = line.strip()
+                    if line.startswith("buildllm ") or "-m buildllm.cli " in line:
+                        commands.append((str(page.relative_to(root)), line))
+    return commands
+
+
+def check_commands(root: Path) -> list[str]:
+    """Problems: book commands that `buildllm`'s argument parser refuses."""
+    import contextlib
+    import io
+    import shlex
+
+    from buildllm.cli import build_parser
+
+    problems = []
+    for page, line in book_commands(root):
+        words = shlex.split(line, comments=True)
+        argv = words[words.index("buildllm.cli") + 1:] if "buildllm.cli" in words else words[1:]
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(argv)
+        except SystemExit as e:
+            if e.code:
+                why = stderr.getvalue().strip().splitlines()[-1]
+                problems.append(f"{page}: `{line}` is refused: {why}")
     return problems
 
 

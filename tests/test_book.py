@@ -16,7 +16,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from book_checks import check_executed, check_library_shown, check_toc, toc_notebooks
+from book_checks import (
+    book_commands,
+    check_commands,
+    check_executed,
+    check_library_shown,
+    check_toc,
+    toc_notebooks,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,3 +152,19 @@ def test_library_check_sees_includes(tmp_path):
     more = "\n```{literalinclude} ../code/buildllm/m.py\n:pyobject: B\n```\n"
     page.write_text(page.read_text() + more)
     assert check_library_shown(tmp_path) == []
+
+
+def test_every_command_in_the_book_parses():
+    commands = book_commands(ROOT)
+    assert any(c.startswith("buildllm generate") for _, c in commands)
+    assert check_commands(ROOT) == []
+
+
+def test_command_checker_refuses_an_unknown_option(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "README.md").write_text("```bash\nbuildllm generate --model runs/book \\\n"
+                                        "    --prompt Hi   # a comment\n```\n")
+    assert book_commands(tmp_path) == [
+        ("README.md", "buildllm generate --model runs/book      --prompt Hi   # a comment")]
+    problems = check_commands(tmp_path)
+    assert len(problems) == 1 and "required: --checkpoint" in problems[0]

@@ -319,3 +319,25 @@ def test_cli_streams_a_sample_from_a_checkpoint(tmp_path, capsys):
     assert args.func(args) == 0
     expected = gen.generate(model, tok.encode("abc"), 15, top_k=5, seed=7)[3:].tolist()
     assert capsys.readouterr().out == "abc" + tok.decode(expected) + "\n"
+
+
+def test_cli_device_option(tmp_path, capsys):
+    """--device cpu samples as before; a device this machine lacks is a clear error."""
+    from buildllm.checkpoint import save_checkpoint
+    from buildllm.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("abcdefgh ijklmnop\n")
+    save_checkpoint(tmp_path / "ckpt", tiny_model(vocab_size=tok.vocab_size), tok)
+    parser = argparse.ArgumentParser(prog="buildllm")
+    gen.add_cli(parser.add_subparsers(dest="command"))
+    common = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "abc",
+              "--max-new-tokens", "4", "--temperature", "0"]
+    args = parser.parse_args(common)
+    assert args.device == "cpu" and args.func(args) == 0
+    on_cpu = capsys.readouterr().out
+    args = parser.parse_args([*common, "--device", "cpu"])
+    assert args.func(args) == 0 and capsys.readouterr().out == on_cpu
+    if not torch.cuda.is_available():
+        args = parser.parse_args([*common, "--device", "cuda"])
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            args.func(args)

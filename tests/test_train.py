@@ -152,6 +152,26 @@ def test_config_files_are_the_recipes(name):
     assert from_file == train.TrainConfig.from_json(name)
 
 
+def test_resolve_device_explains_what_is_missing():
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        train.resolve_device("gpu")
+    with pytest.raises(ValueError, match="runs on cpu, cuda or mps"):
+        train.resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU; use --device cpu"):
+            train.resolve_device("cuda")
+        with pytest.raises(ValueError, match="no CUDA GPU"):  # before any data is read
+            train.train(tiny(device="cuda"), text=TEXT)
+    else:
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=f"has {n} GPU"):
+            train.resolve_device(f"cuda:{n}")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="no Apple GPU"):
+            train.resolve_device("mps")
+
+
 # -- training ----------------------------------------------------------------------------------
 
 def test_bfloat16_autocast_trains_like_float32(tmp_path):

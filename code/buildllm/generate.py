@@ -244,13 +244,15 @@ def add_cli(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=None, help="keep the nucleus of mass p")
     p.add_argument("--seed", type=int, default=None, help="seed, for a reproducible sample")
     p.add_argument("--no-cache", action="store_true", help="recompute everything each step")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps ...")
     p.set_defaults(func=_cli_generate)
 
 
 def _cli_generate(args: argparse.Namespace) -> int:
     check_settings(args.temperature, args.top_k, args.top_p)  # before the slow load
     from buildllm.checkpoint import load_model
-    model, tokenizer = load_model(args.checkpoint)
+    from buildllm.train import resolve_device
+    model, tokenizer = load_model(args.checkpoint, resolve_device(args.device))
     sys.stdout.write(args.prompt)
     for piece in stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

@@ -231,6 +231,26 @@ def learning_rate(step: int, progress: float, config: TrainConfig) -> float:
     return config.min_lr + cosine * (config.lr - config.min_lr)
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device called ``name`` ("cpu", "cuda", "cuda:1", "mps"), checked usable here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r} ({e}); use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this PyTorch ({torch.__version__}) sees no CUDA "
+                             f"GPU; use --device cpu, or install a CUDA build of PyTorch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                             f"GPU(s), numbered from cuda:0")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: this PyTorch sees no Apple GPU; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r}: the book's code runs on cpu, cuda or mps")
+    return device
+
+
 # ---------------------------------------------------------------------------------------------
 # Several processes (torchrun)
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +304,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the "
                          f"{world} processes")
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
+    if config.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; train with "
+                         f"dtype float32 (drop --dtype bfloat16)")
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -321,6 +344,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
         optimizer.load_state_dict(ckpt.optimizer_state)
         batches.set_state(ckpt.rng_state["batches"])
         torch.set_rng_state(ckpt.rng_state["torch"])
+        if device.type == "cuda" and "cuda" in ckpt.rng_state:
+            torch.cuda.set_rng_state(ckpt.rng_state["cuda"], device)
         step, train_seconds = ckpt.train_state["step"], ckpt.train_state["train_seconds"]
         if log_path is not None and log_path.is_file():  # drop records after the checkpoint
             kept = [json.loads(line) for line in log_path.read_text().splitlines()]
@@ -336,6 +361,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
         if out is None or rank != 0:
             return
         rng = {"batches": batches.get_state(), "torch": torch.get_rng_state()}
+        if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+            rng["cuda"] = torch.cuda.get_rng_state(device)
         state = {"step": step, "train_seconds": train_seconds, "config": config.to_dict()}
         checkpoint.save_checkpoint(out / "checkpoint", model, tokenizer, optimizer=optimizer,
                                    train_state=state, rng_state=rng)
