@@ -416,6 +416,19 @@ def test_exports_refuse_duplicate_tokens():
 # -- the command line ------------------------------------------------------------------------
 
 
+def test_command_line_trains_on_the_training_text_by_default(tmp_path, capsys, monkeypatch,
+                                                              small_corpus):
+    """Without --text, the book's corpus minus its validation 10%, as chapter "Training" does."""
+    from buildllm import cli, data
+
+    monkeypatch.setattr(data, "load_text", lambda: small_corpus[:20_000])
+    out = tmp_path / "tok.json"
+    assert cli.main(["tokenizer", "train", str(out), "--vocab-size", "300"]) == 0
+    train_text, val_text = data.train_val_split(small_corpus[:20_000])
+    assert BPETokenizer.load(out).merges == tk.train_bpe(train_text, 300).merges
+    assert BPETokenizer.load(out).merges != tk.train_bpe(train_text + val_text, 300).merges
+
+
 def test_command_line_train_encode_decode(tmp_path, capsys, small_corpus):
     from buildllm import cli
 

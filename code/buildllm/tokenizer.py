@@ -524,7 +524,8 @@ def add_cli(subparsers) -> None:
     train = actions.add_parser("train", help="learn merges from a text, write the tokenizer")
     train.add_argument("out", help="the JSON file to write")
     train.add_argument("--vocab-size", type=int, default=4096, help="tokens in all (4096)")
-    train.add_argument("--text", help="a UTF-8 text file to learn from (Tiny Shakespeare)")
+    train.add_argument("--text", help="a UTF-8 text file to learn from (default: Tiny "
+                                      "Shakespeare's training text, its first 90%%)")
     train.set_defaults(func=_cli_train)
     encode = actions.add_parser("encode", help="print the ids of a text")
     encode.add_argument("tokenizer", help="a file written by 'buildllm tokenizer train'")
@@ -539,13 +540,14 @@ def add_cli(subparsers) -> None:
 
 
 def _cli_train(args) -> int:
-    """``buildllm tokenizer train``: learn from a file, or from the book's corpus."""
+    """``buildllm tokenizer train``: learn from a file, or from the book's training text (the
+    validation text stays unseen, as in chapter "Training")."""
     if args.text:
         text = Path(args.text).read_text(encoding="utf-8")
     else:
         from buildllm import data
 
-        text = data.load_text()
+        text = data.train_val_split(data.load_text())[0]
     tok = train_bpe(text, args.vocab_size)
     tok.save(args.out)
     print(f"wrote {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
