@@ -31,7 +31,7 @@ def tiny_config(tmp_path, monkeypatch):
 def test_train_help():
     out = subprocess.run([sys.executable, "-m", "buildllm.cli", "train", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for option in ("--config", "--out", "--resume", "--device", "--max-seconds"):
+    for option in ("--config", "--out", "--resume", "--device", "--max-seconds", "--clock"):
         assert option in out
 
 
@@ -62,3 +62,14 @@ def test_train_resume_without_checkpoint(tiny_config, tmp_path, capsys):
     assert main(["train", "--config", str(tiny_config), "--out", str(tmp_path / "none"),
                  "--resume"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_train_time_budget_in_cpu_seconds(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--out", str(out), "--max-seconds", "60",
+                 "--clock", "cpu"]) == 0
+    saved = json.loads((out / "checkpoint" / "config.json").read_text())["train"]["config"]
+    assert saved["clock"] == "cpu" and saved["max_seconds"] == 60
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(tiny_config), "--clock", "gpu"])
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err

@@ -257,7 +257,7 @@ def test_pretrained_is_cached(monkeypatch):
     threads = torch.get_num_threads()
     model, tok = train.pretrained("tiny")
     assert torch.get_num_threads() == threads
-    folders = list((data.cache_dir() / "models").iterdir())
+    folders = [f for f in (data.cache_dir() / "models").iterdir() if f.is_dir()]
     assert [f.name for f in folders] == [f"tiny-{train.recipe_hash(tiny(**recipe))}"]
     monkeypatch.setattr(train, "train", None)  # a second call must not train
     again, tok2 = train.pretrained("tiny")
@@ -266,6 +266,31 @@ def test_pretrained_is_cached(monkeypatch):
     assert tok2.chars == tok.chars
     with pytest.raises(ValueError, match="unknown recipe"):
         train.pretrained("nope")
+
+
+def test_pretrained_waits_for_a_run_in_progress(monkeypatch):
+    """While another process holds the recipe's lock (here: this test), pretrained_dir waits;
+    when that run has published its checkpoint, it loads it instead of training again."""
+    import threading
+
+    recipe = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
+    monkeypatch.setitem(train.RECIPES, "tiny", recipe)
+    monkeypatch.setattr(data, "load_text", lambda: TEXT)
+    config = train.TrainConfig.from_dict(recipe)
+    folder = data.cache_dir() / "models" / f"tiny-{train.recipe_hash(config)}"
+    real_train, trained = train.train, []
+    monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    found = []
+    with train.exclusive(folder.with_name(folder.name + ".lock")):  # "another process"
+        waiter = threading.Thread(target=lambda: found.append(train.pretrained_dir("tiny")))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not found  # waiting for the lock, not training
+        result = real_train(config)
+        checkpoint.save_checkpoint(folder, result.model, result.tokenizer,
+                                   train_state={"step": 3}, extra_files={"log.jsonl": ""})
+    waiter.join(timeout=30)
+    assert found == [folder] and trained == []  # it loaded the other run's checkpoint
 
 
 # -- several processes -------------------------------------------------------------------------

@@ -460,33 +460,54 @@ def recipe_hash(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an exclusive lock on the file ``path`` (created if missing) while the block runs;
+    other processes (and threads) that ask for it wait. POSIX only; elsewhere no lock is taken,
+    and racing callers of :func:`pretrained_dir` each train, the first to finish publishing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
     """The checkpoint folder of the recipe ``name`` trained on Tiny Shakespeare.
 
-    The first call trains (about three minutes for "book" on two cores, deterministically:
-    fixed seeds, ``threads`` threads) and caches the checkpoint, with its ``log.jsonl``, in
-    ``cache_dir()/models/<name>-<recipe hash>``; later calls find it there. Two processes may
-    call this at once: each trains, the first to finish publishes, the other uses that one.
+    The first call trains (deterministically: fixed seeds, ``threads`` threads) and caches the
+    checkpoint, with its ``log.jsonl``, in ``cache_dir()/models/<name>-<recipe hash>``; later
+    calls find it there. A call made while another process trains the same recipe waits for
+    it (a lock file beside the folder), then loads its checkpoint, rather than training a
+    second copy on the same cores.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     config = TrainConfig.from_dict(RECIPES[name])
     folder = data.cache_dir() / "models" / f"{name}-{recipe_hash(config)}"
-    with contextlib.suppress(checkpoint.CheckpointError):
-        checkpoint.read_config(folder)
-        return folder
-    previous, rng = torch.get_num_threads(), torch.get_rng_state()
-    torch.set_num_threads(threads)
-    try:
-        result = train(config)
-    finally:
-        torch.set_num_threads(previous)
-        torch.set_rng_state(rng)
-    log = "".join(json.dumps(r) + "\n" for r in result.log)
-    state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}
-    with contextlib.suppress(OSError):  # OSError: another process published it first
-        checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
-                                   extra_files={"log.jsonl": log}, replace=False)
+    with exclusive(folder.with_name(folder.name + ".lock")):
+        with contextlib.suppress(checkpoint.CheckpointError):
+            checkpoint.read_config(folder)
+            return folder
+        previous, rng = torch.get_num_threads(), torch.get_rng_state()
+        torch.set_num_threads(threads)
+        try:
+            result = train(config)
+        finally:
+            torch.set_num_threads(previous)
+            torch.set_rng_state(rng)
+        log = "".join(json.dumps(r) + "\n" for r in result.log)
+        state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}
+        with contextlib.suppress(OSError):  # OSError: published meanwhile (no lock: Windows)
+            checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
+                                       extra_files={"log.jsonl": log}, replace=False)
     return folder
 
 
@@ -514,7 +535,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--device", help="cpu (default), cuda, cuda:1, mps ...")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="bfloat16: autocast")
     p.add_argument("--max-steps", type=int, help="override the config's max_steps")
-    p.add_argument("--max-seconds", type=float, help="wall-clock budget for training steps")
+    p.add_argument("--max-seconds", type=float, help="a time budget for the training steps")
+    p.add_argument("--clock", choices=("wall", "cpu"),
+                   help="what --max-seconds counts: wall-clock seconds (the default) or this "
+                        "process's CPU seconds, as make bench does")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
     p.set_defaults(func=_cli_train)
 
@@ -522,7 +546,7 @@ def add_cli(subparsers) -> None:
 def _cli_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_json(args.config)
     overrides = {"device": args.device, "dtype": args.dtype, "max_steps": args.max_steps,
-                 "max_seconds": args.max_seconds}
+                 "max_seconds": args.max_seconds, "clock": args.clock}
     config = TrainConfig.from_dict({**config.to_dict(),
                                     **{k: v for k, v in overrides.items() if v is not None}})
     if args.device is None and torch.cuda.is_available():
