@@ -113,20 +113,23 @@ _PARTIAL = {"lines", "start-after", "start-at", "end-before", "end-at"}  # not t
 _INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[\w-]+:.*\n)*)")
 
 
+def prose(page: Path) -> list[str]:
+    """The text of a page: a notebook's markdown cells, a Markdown file whole, else nothing."""
+    if page.suffix == ".ipynb":
+        nb = json.loads(page.read_text(encoding="utf-8"))
+        return ["".join(c.get("source", "")) for c in nb.get("cells", [])
+                if c.get("cell_type") == "markdown"]
+    if page.suffix == ".md":
+        return [page.read_text(encoding="utf-8")]
+    return []
+
+
 def literal_includes(root: Path) -> dict[str, set[str] | None]:
     """What the book shows of each library file: file -> set of :pyobject: names, or None when
     the whole file is included."""
     shown: dict[str, set[str] | None] = {}
     for page in sorted((root / "book").rglob("*")):
-        if page.suffix == ".ipynb":
-            nb = json.loads(page.read_text(encoding="utf-8"))
-            texts = ["".join(c.get("source", "")) for c in nb.get("cells", [])
-                     if c.get("cell_type") == "markdown"]
-        elif page.suffix == ".md":
-            texts = [page.read_text(encoding="utf-8")]
-        else:
-            continue
-        for text in texts:
+        for text in prose(page):
             for m in _INCLUDE.finditer(text + "\n"):
                 target = (page.parent / m.group(1)).resolve()
                 key = str(target.relative_to(root.resolve()))
@@ -175,15 +178,7 @@ def book_commands(root: Path) -> list[tuple[str, str]]:
     commands = []
     pages = [root / "README.md", *sorted((root / "book").rglob("*"))]
     for page in pages:
-        if page.suffix == ".ipynb":
-            nb = json.loads(page.read_text(encoding="utf-8"))
-            texts = ["".join(c.get("source", "")) for c in nb.get("cells", [])
-                     if c.get("cell_type") == "markdown"]
-        elif page.suffix == ".md":
-            texts = [page.read_text(encoding="utf-8")]
-        else:
-            continue
-        for text in texts:
+        for text in prose(page):
             for block in _FENCE.findall(text):
                 for line in block.replace("\\\n", " ").splitlines():
                     line = line.strip()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from buildllm import generate as gen
 from buildllm.model import GPT, GPTConfig
+from devices import CUDA
 from model_options import OPTIONS
 
 TINY = dict(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32)
@@ -341,3 +342,17 @@ def test_cli_device_option(tmp_path, capsys):
         args = parser.parse_args([*common, "--device", "cuda"])
         with pytest.raises(ValueError, match="sees no CUDA GPU"):
             args.func(args)
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_generation_on_a_gpu_equals_the_cpu(device):
+    model = tiny_model()
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    on_cpu = gen.generate(model, prompt, 15, temperature=0)
+    model.to(device)
+    with_cache = gen.generate(model, prompt, 15, temperature=0)
+    without = gen.generate(model, prompt, 15, temperature=0, use_cache=False)
+    assert with_cache.device.type == "cuda"
+    assert torch.equal(with_cache.cpu(), on_cpu) and torch.equal(without, with_cache)
+    sampled = gen.generate(model, prompt, 15, top_k=5, seed=7)
+    assert torch.equal(sampled, gen.generate(model, prompt, 15, top_k=5, seed=7))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from buildllm import checkpoint, data, train
 from buildllm.tokenizer import BPETokenizer, CharTokenizer
+from devices import CUDA, DEVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
@@ -174,17 +175,37 @@ def test_resolve_device_explains_what_is_missing():
 
 # -- training ----------------------------------------------------------------------------------
 
-def test_bfloat16_autocast_trains_like_float32(tmp_path):
-    """--dtype bfloat16 (autocast, for GPUs) exercised on the CPU, which autocasts too: the loss
-    falls as in float32, and the weights and the optimizer's state stay float32."""
-    f32 = train.train(tiny(max_steps=40), text=TEXT)
-    bf16 = train.train(tiny(max_steps=40, dtype="bfloat16"), tmp_path / "run", text=TEXT)
-    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_autocast_trains_like_float32(tmp_path, device):
+    """--dtype bfloat16 (autocast, for GPUs; the CPU autocasts too): the loss falls as in
+    float32, and the weights and the optimizer's state stay float32."""
+    f32 = train.train(tiny(max_steps=40, device=device), text=TEXT)
+    bf16 = train.train(tiny(max_steps=40, dtype="bfloat16", device=device), tmp_path / "run",
+                       text=TEXT)
+    assert all(p.dtype == torch.float32 and p.device.type == device
+               for p in bf16.model.parameters())
     evals = [r for r in bf16.log if "val_loss" in r]
     assert bf16.final["loss"] < 0.7 * evals[0]["val_loss"]
     assert abs(bf16.final["loss"] - f32.final["loss"]) < 0.05 * f32.final["loss"]
     model, _ = checkpoint.load_model(tmp_path / "run" / "checkpoint")
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("device", [CUDA])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_trained_on_a_gpu_loads_on_the_cpu(tmp_path, device, dtype):
+    """The Llama parts too (rotary tables are buffers that must follow the model)."""
+    model = {"preset": "llama", "block_size": 16, "n_layer": 2, "n_embd": 32}
+    result = train.train(tiny(max_steps=40, device=device, dtype=dtype, model=model),
+                         tmp_path / "run", text=TEXT)
+    evals = [r for r in result.log if "val_loss" in r]
+    assert result.final["loss"] < 0.7 * evals[0]["val_loss"]
+    on_cpu, _ = checkpoint.load_model(tmp_path / "run" / "checkpoint")
+    idx = torch.randint(0, on_cpu.config.vocab_size, (2, 16))
+    with torch.no_grad():
+        cpu_logits, _ = on_cpu(idx)
+        gpu_logits, _ = result.model.eval()(idx.to(device))
+    torch.testing.assert_close(gpu_logits.cpu(), cpu_logits, rtol=1e-4, atol=1e-4)
 
 
 def test_short_run_loss_falls(tmp_path):
@@ -202,8 +223,10 @@ def test_short_run_loss_falls(tmp_path):
     assert tok.vocab_size == model.config.vocab_size == len(set(TEXT))
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
-    config = tiny(max_steps=24, eval_interval=8, model={
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_continues_exactly(tmp_path, monkeypatch, device):
+    """With dropout, so that every random state (on a GPU, the GPU's too) must be restored."""
+    config = tiny(max_steps=24, eval_interval=8, device=device, model={
         "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.1})
     whole = train.train(config, tmp_path / "whole", text=TEXT)
 
