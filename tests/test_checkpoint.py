@@ -77,6 +77,37 @@ def test_replacing_is_atomic_and_leaves_no_temporaries(tmp_path, bpe):
     assert [p.name for p in tmp_path.iterdir()] == ["c"]
 
 
+def test_replace_false_refuses_even_an_empty_folder(tmp_path, bpe):
+    model, _ = trained()
+    (tmp_path / "c").mkdir()
+    with pytest.raises(FileExistsError, match="replace=True"):
+        save_checkpoint(tmp_path / "c", model, bpe, replace=False)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_save_stopped_between_its_renames_leaves_the_old_one_readable(tmp_path, bpe,
+                                                                          monkeypatch):
+    model, _ = trained()
+    dest = tmp_path / "run" / "checkpoint"
+    save_checkpoint(dest, model, bpe, train_state={"step": 1})
+    real_replace = checkpoint.os.replace
+
+    def killed_before_the_new_one_is_in(src, dst):
+        if Path(dst) == dest:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", killed_before_the_new_one_is_in)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(dest, model, bpe, train_state={"step": 2})
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    assert not dest.exists()  # the old folder is aside, under a hidden name
+    assert load_checkpoint(tmp_path / "run").train_state["step"] == 1  # ... and still found
+    save_checkpoint(dest, model, bpe, train_state={"step": 3})  # the next save cleans up
+    assert [p.name for p in dest.parent.iterdir()] == ["checkpoint"]
+    assert load_checkpoint(tmp_path / "run").train_state["step"] == 3
+
+
 def test_a_failed_write_keeps_the_old_checkpoint(tmp_path, bpe, monkeypatch):
     model, _ = trained()
     save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 1})

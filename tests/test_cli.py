@@ -49,6 +49,13 @@ def test_train_then_resume(tiny_config, tmp_path, capsys):
     assert "another configuration" in capsys.readouterr().err
 
 
+def test_a_missing_corpus_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    assert main(["tokenizer", "train", str(tmp_path / "tok.json")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
 def test_train_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"tokenizer": "words"}))

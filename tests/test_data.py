@@ -99,7 +99,7 @@ def test_offline_without_copy_says_where_to_put_the_file(isolated):
 def test_corrupt_cached_file_is_rejected(isolated):
     isolated.mkdir(parents=True)
     (isolated / data.FILENAME).write_bytes(BODY + b"tampered")
-    with pytest.raises(data.CorpusError, match="corrupt"):
+    with pytest.raises(data.CorpusError, match="corrupt.*delete it and buildllm downloads it"):
         data.corpus_path(sha256=BODY_SHA)
 
 
@@ -107,8 +107,8 @@ def test_data_dir_override(monkeypatch, tmp_path):
     (tmp_path / data.FILENAME).write_bytes(BODY)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
     assert data.corpus_path(sha256=BODY_SHA) == tmp_path / data.FILENAME
-    with pytest.raises(data.CorpusError, match="corrupt"):
-        data.corpus_path(sha256="f" * 64)
+    with pytest.raises(data.CorpusError, match=f"corrupt.*or unset {data.DATA_DIR_ENV}"):
+        data.corpus_path(sha256="f" * 64)  # (a mirror there is not downloaded again)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(data.CorpusError, match="does not exist"):
         data.corpus_path()

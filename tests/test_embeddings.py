@@ -54,6 +54,8 @@ def test_one_hot_embedding_rejects_bad_ids():
         one_hot_embedding(torch.tensor([-1, 2]), w)
     with pytest.raises(TypeError, match="integer"):
         one_hot_embedding(torch.tensor([0.0, 1.0]), w)
+    ids32 = torch.tensor([[3, 0, 2]], dtype=torch.int32)  # as buildllm.train's splits hold them
+    torch.testing.assert_close(one_hot_embedding(ids32, w), w[ids32])
 
 
 # ---- the sinusoidal formula -----------------------------------------------------------------
@@ -90,6 +92,8 @@ def test_module_returns_rows_of_the_table():
     torch.testing.assert_close(module(positions), sinusoidal_encoding(32, 16)[positions])
     assert not list(module.parameters()), "the sinusoidal table must not be trained"
     assert "pe" not in module.state_dict(), "a fixed table need not be saved"
+    with pytest.raises(ValueError, match="count from 0"):
+        module(torch.tensor([-1]))  # would silently read the last row
 
 
 # ---- the three properties -------------------------------------------------------------------

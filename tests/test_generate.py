@@ -251,6 +251,13 @@ def test_invalid_settings_are_clear_errors(kw, words):
         gen.sample_next(torch.zeros(1, 5), **{"temperature": 1.0, **kw})
 
 
+def test_a_tiny_temperature_is_nearly_greedy_without_overflow():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        assert gen.sample_next(logits, temperature=1e-40, generator=g).tolist() == [2, 0]
+
+
 def test_invalid_prompts_are_clear_errors():
     model = tiny_model()
     with pytest.raises(ValueError, match="more than the model's context"):
@@ -342,6 +349,11 @@ def test_cli_device_option(tmp_path, capsys):
         args = parser.parse_args([*common, "--device", "cuda"])
         with pytest.raises(ValueError, match="sees no CUDA GPU"):
             args.func(args)
+    # a prompt the tokenizer refuses fails before anything is printed
+    args = parser.parse_args([*common[:3], "--prompt", "xyz"])
+    with pytest.raises(ValueError, match="'x' was not in the text"):
+        args.func(args)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("device", [CUDA])

@@ -64,6 +64,12 @@ def test_char_tokenizer_round_trip_and_errors(corpus):
         ct.decode([ct.vocab_size])
     with pytest.raises(ValueError, match="not in the vocabulary"):
         ct.decode([-1])
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        ct.decode(["a"])
+    import numpy as np
+    import torch
+
+    assert ct.decode(np.array(ids[:50])) == ct.decode(torch.tensor(ids[:50])) == corpus[:50]
     with pytest.raises(ValueError, match="non-empty text"):
         CharTokenizer("")
     with pytest.raises(TypeError, match="learns from a str"):
@@ -281,7 +287,7 @@ def test_special_tokens_only_when_allowed(tok):
     text = f"Hello{ENDOFTEXT} world"
     with pytest.raises(ValueError, match="not allowed"):
         tok.encode(text)
-    for allowed in ("all", {ENDOFTEXT}, [ENDOFTEXT]):
+    for allowed in ("all", {ENDOFTEXT}, [ENDOFTEXT], ENDOFTEXT):  # a lone str: that one token
         ids = tok.encode(text, allowed_special=allowed)
         assert ids == tok.encode("Hello") + [eot] + tok.encode(" world")
         assert tok.decode(ids) == text

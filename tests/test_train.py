@@ -64,6 +64,26 @@ def test_eval_windows_score_every_token_once():
     torch.testing.assert_close(x[:, 0], torch.tensor([0, 24]))  # the first and the last
 
 
+def test_damaged_caches_are_rebuilt(tmp_path):
+    """A truncated tokenizer file or a garbled token array in the cache is made again, not
+    reported as the user's mistake."""
+    config = train.TrainConfig.from_dict({"tokenizer": "bpe", "vocab_size": 280})
+    tok = train.make_tokenizer(config, TEXT)
+    [cached] = (data.cache_dir() / "tokenizers").iterdir()
+    cached.write_text(cached.read_text()[:100])
+    assert train.make_tokenizer(config, TEXT).merges == tok.merges
+    ids = data.encode_corpus(tok, TEXT)
+    [array] = (data.cache_dir() / "tokens").iterdir()
+    array.write_bytes(b"garbage")
+    np.testing.assert_array_equal(data.encode_corpus(tok, TEXT), ids)
+    assert np.load(array).dtype == np.uint16
+
+
+def test_eval_windows_needs_at_least_one():
+    with pytest.raises(ValueError, match="max_windows must be at least 1"):
+        data.eval_windows(torch.arange(100), 8, 0)
+
+
 def test_encode_corpus_is_cached_uint16():
     tok = CharTokenizer(TEXT)
     ids = data.encode_corpus(tok, TEXT)
@@ -246,8 +266,9 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, device):
     resumed = train.train(config, tmp_path / "part", resume=True, text=TEXT)
     assert losses(resumed.log) == losses(whole.log)  # bit for bit, step 1 to step 24
     assert resumed.final["loss"] == whole.final["loss"]
-    with pytest.raises(ValueError, match="another configuration"):
-        train.train(tiny(max_steps=30), tmp_path / "part", resume=True, text=TEXT)
+    with pytest.raises(ValueError, match="another configuration .*max_steps: 24 -> 30"):
+        train.train(tiny(max_steps=30, eval_interval=8, device=device, model=config.model),
+                    tmp_path / "part", resume=True, text=TEXT)
 
 
 def test_time_budget_stops_the_run():
@@ -289,6 +310,18 @@ def test_pretrained_is_cached(monkeypatch):
     assert tok2.chars == tok.chars
     with pytest.raises(ValueError, match="unknown recipe"):
         train.pretrained("nope")
+
+
+def test_pretrained_replaces_a_damaged_cached_model(monkeypatch):
+    recipe = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
+    monkeypatch.setitem(train.RECIPES, "tiny", recipe)
+    monkeypatch.setattr(data, "load_text", lambda: TEXT)
+    folder = train.pretrained_dir("tiny")
+    (folder / "model.safetensors").write_bytes(b"damaged")
+    real_train, trained = train.train, []
+    monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    model, _ = train.pretrained("tiny")  # trained again, and the cache repaired
+    assert trained == [1] and train.pretrained_dir("tiny") == folder and trained == [1]
 
 
 def test_pretrained_waits_for_a_run_in_progress(monkeypatch):

@@ -9,12 +9,14 @@ A checkpoint is a folder::
     optimizer.safetensors    AdamW's moments and the random number generators' states (resume)
 
 Nothing is ever unpickled: weights and optimizer moments are safetensors, everything else is
-JSON. ``config.json`` also records the sha256 of every other file, so a damaged or mixed-up
-folder is found when it is loaded, with a message that says which file is wrong.
+JSON. ``config.json`` also records the sha256 of the weights, tokenizer and optimizer files,
+so a damaged or mixed-up folder is found when it is loaded, with a message that says which file
+is wrong.
 
 The folder is written *atomically*: every file goes into a temporary folder beside the
-destination, which is then renamed into place. A reader sees the old checkpoint or the new one,
-never a half-written mixture, even when the writer is killed midway.
+destination, which is then renamed into place (the old folder is first renamed aside, then
+deleted). A reader sees the old checkpoint or the new one, never a half-written mixture; a
+writer killed between the two renames leaves the old one aside, where readers still find it.
 """
 
 from __future__ import annotations
@@ -127,14 +129,16 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dic
 
 def publish_folder(tmp: Path, dest: Path, replace: bool = True) -> None:
     """Rename the finished folder ``tmp`` to ``dest``, replacing an older ``dest`` if any
-    (with ``replace=False``, an existing ``dest`` raises ``OSError`` and stays as it is)."""
-    if dest.exists() and replace:
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
+    (with ``replace=False``, an existing ``dest`` raises ``FileExistsError`` and stays as it
+    is). The older one is renamed aside first; a leftover from an interrupted publish, which
+    :func:`find_checkpoint` falls back to, is deleted once the new one is in place."""
+    if dest.exists() and not replace:
+        raise FileExistsError(f"{dest} exists; pass replace=True to replace it")
+    if dest.exists():
+        os.replace(dest, dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}"))
+    os.replace(tmp, dest)
+    for old in dest.parent.glob(f".{dest.name}.old-*"):
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
 
 
 def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
@@ -147,7 +151,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
     ``train_state`` (JSON-able: step, the training config, ...) goes into config.json;
     ``optimizer`` and ``rng_state`` (named uint8 tensors from ``get_rng_state()``) go into
     optimizer.safetensors; ``extra_files`` (name -> text) are copied in as they are. With
-    ``replace=False`` an existing checkpoint at ``path`` is kept and ``OSError`` is raised.
+    ``replace=False`` an existing checkpoint at ``path`` is kept and ``FileExistsError`` is raised.
     """
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     dest = Path(path)
@@ -185,11 +189,17 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint folder at ``path``: the folder itself, or its ``checkpoint`` subfolder
-    (a training run's output folder holds its log beside ``checkpoint/``)."""
+    (a training run's output folder holds its log beside ``checkpoint/``), or, when a save was
+    interrupted between its two renames, the previous checkpoint that it had renamed aside."""
     path = Path(path)
     for candidate in (path, path / "checkpoint"):
         if (candidate / CONFIG).is_file():
             return candidate
+        # a writer stopped inside publish_folder left the previous checkpoint renamed aside
+        aside = [p for p in candidate.parent.glob(f".{candidate.name}.old-*")
+                 if (p / CONFIG).is_file()]
+        if aside:
+            return max(aside, key=lambda p: (p / CONFIG).stat().st_mtime)
     raise CheckpointError(
         f"no checkpoint at {path}: expected {path / CONFIG} or {path / 'checkpoint' / CONFIG}. "
         f"Train one with `buildllm train --out {path}` or pass the folder that holds it.")

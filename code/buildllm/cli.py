@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from buildllm.data import CorpusError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
+    except (ValueError, FileNotFoundError, CorpusError) as e:  # a clear message, no traceback
         print(f"buildllm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -53,14 +53,11 @@ def cache_dir() -> Path:
     return Path(env) if env else Path(pooch.os_cache("buildllm"))
 
 
-def _verified(path: Path, sha256: str) -> Path:
+def _verified(path: Path, sha256: str, fix: str) -> Path:
     actual = sha256_of(path)
     if actual != sha256:
-        raise CorpusError(
-            f"{path} has sha256 {actual}, but Tiny Shakespeare has {sha256}. The file is corrupt "
-            f"or is another text: delete it and let buildllm download it again from {URL}, or "
-            f"replace it with a good copy."
-        )
+        raise CorpusError(f"{path} has sha256 {actual}, but Tiny Shakespeare has {sha256}. The "
+                          f"file is corrupt or is another text: {fix}.")
     return path
 
 
@@ -74,11 +71,13 @@ def corpus_path(url: str = URL, sha256: str = SHA256) -> Path:
                 f"${DATA_DIR_ENV} is set to {data_dir!r}, but {path} does not exist. Put "
                 f"Tiny Shakespeare there (from {url}), or unset {DATA_DIR_ENV} to download it."
             )
-        return _verified(path, sha256)
+        return _verified(path, sha256, f"replace it with a good copy (from {url}), or unset "
+                                       f"{DATA_DIR_ENV} to download it")
 
     cached = cache_dir() / FILENAME
     if cached.is_file():
-        return _verified(cached, sha256)
+        return _verified(cached, sha256, f"delete it and buildllm downloads it again from "
+                                         f"{url}, or replace it with a good copy")
     return download(url, cached, sha256)
 
 
@@ -107,7 +106,7 @@ def download(url: str, dest: Path, sha256: str = SHA256) -> Path:
             f"machine is offline, copy the file to {dest} or set ${DATA_DIR_ENV} to a folder "
             f"that holds {FILENAME}."
         ) from e
-    return _verified(dest, sha256)
+    return _verified(dest, sha256, "download it again")
 
 
 def load_text() -> str:
@@ -149,11 +148,17 @@ def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
     """
     if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
         raise ValueError(f"a vocabulary of {tokenizer.vocab_size} tokens does not fit in uint16 "
-                         f"(at most 65536); store the ids as uint32 instead")
+                         f"(at most 65536); use a smaller vocabulary")
     key = f"{tokenizer_fingerprint(tokenizer)}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     path = cache_dir() / "tokens" / f"{key}.npy"
     if cache and path.is_file():
-        return np.load(path)
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.dtype == np.uint16 and cached.ndim == 1:
+                return cached
+        except (ValueError, OSError, EOFError):
+            pass
+        path.unlink()  # damaged: encode again below
     ids = np.array(tokenizer.encode(text), dtype=np.uint16)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +205,8 @@ def eval_windows(data: torch.Tensor, block_size: int,
     Every target token of the first ``N * block_size + 1`` tokens is scored exactly once. With
     ``max_windows``, that many windows spread evenly over the whole text.
     """
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be at least 1 (or None for all), got {max_windows}")
     n = (len(data) - 1) // block_size
     if n < 1:
         raise ValueError(f"{len(data)} tokens are too few for one window of {block_size}")

@@ -35,7 +35,7 @@ def one_hot_embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
             f"token ids must lie in [0, {V}) for a table of {V} rows, got ids from "
             f"{int(ids.min())} to {int(ids.max())}"
         )
-    return F.one_hot(ids, V).to(weight.dtype) @ weight
+    return F.one_hot(ids.long(), V).to(weight.dtype) @ weight
 
 
 def _check_even(d: int, what: str) -> None:
@@ -111,6 +111,8 @@ class SinusoidalPositionalEncoding(nn.Module):
                 f"position {int(positions.max())} requested, but the table holds "
                 f"{self.pe.size(0)} positions; build it with a larger block_size"
             )
+        if positions.numel() and int(positions.min()) < 0:
+            raise ValueError(f"positions count from 0, got {int(positions.min())}")
         return self.pe[positions]
 
 

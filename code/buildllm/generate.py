@@ -94,7 +94,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     check_settings(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # no overflow at tiny t
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -253,10 +253,13 @@ def _cli_generate(args: argparse.Namespace) -> int:
     from buildllm.checkpoint import load_model
     from buildllm.train import resolve_device
     model, tokenizer = load_model(args.checkpoint, resolve_device(args.device))
-    sys.stdout.write(args.prompt)
-    for piece in stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
-                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                             seed=args.seed, use_cache=not args.no_cache):
+    pieces = stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         seed=args.seed, use_cache=not args.no_cache)
+    first = next(pieces, "")  # the prompt is encoded and checked before anything is printed
+    sys.stdout.write(args.prompt + first)
+    sys.stdout.flush()
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -71,12 +71,17 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = list(ids)
+        chars = []
         for i in ids:
-            if not (isinstance(i, int) and 0 <= i < self.vocab_size):
-                raise ValueError(
-                    f"id {i!r} is not in the vocabulary (0 to {self.vocab_size - 1})")
-        return "".join(self.chars[i] for i in ids)
+            try:
+                k = operator.index(i)  # an int, a numpy int, a one-element integer tensor
+            except TypeError:
+                k = -1
+            if not 0 <= k < self.vocab_size:
+                raise ValueError(f"id {i!r} is not in the vocabulary (0 to "
+                                 f"{self.vocab_size - 1}); ids are ints (tensor.tolist())")
+            chars.append(self.chars[k])
+        return "".join(chars)
 
 
 def get_stats(ids: list[int], counts: dict | None = None) -> dict[tuple[int, int], int]:
@@ -373,6 +378,8 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode needs a str, got {type(text).__name__}")
+        if isinstance(allowed_special, str) and allowed_special != "all":
+            allowed_special = {allowed_special}  # one token named alone, not its characters
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         if unknown := allowed - set(self.special_tokens):
             raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special "

@@ -122,7 +122,7 @@ class TrainConfig:
 
 RECIPES: dict[str, dict] = {
     # The book's model: BPE with 1024 tokens, 4 layers, 128 wide, 128-token context, many
-    # small steps. About three minutes on two CPU cores; configs/book.json is this recipe.
+    # small steps. A minute or two on two CPU cores; configs/book.json is this recipe.
     "book": dict(model={"preset": "book", "bias": False}, tokenizer="bpe", vocab_size=1024,
                  batch_size=8, max_steps=1200, lr=3e-3, min_lr=3e-4, warmup_steps=50,
                  eval_interval=200),
@@ -154,7 +154,10 @@ def make_tokenizer(config: TrainConfig, text: str):
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = data.cache_dir() / "tokenizers" / f"bpe-{config.vocab_size}-{key}.json"
     if path.is_file():
-        return BPETokenizer.load(path)
+        try:
+            return BPETokenizer.load(path)
+        except ValueError:  # a damaged cache file: learn it again below
+            path.unlink()
     tok = BPETokenizer().train(text, config.vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(path)
@@ -337,9 +340,13 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
         if out is None:
             raise ValueError("resume=True needs the out_dir of the run to resume")
         ckpt = checkpoint.load_checkpoint(out, device)
-        if ckpt.train_state.get("config") != config.to_dict():
-            raise ValueError(f"the checkpoint in {out} was trained with another configuration; "
-                             f"resume with the same --config, or train into a new --out")
+        saved = ckpt.train_state.get("config") or {}
+        if saved != config.to_dict():
+            changed = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}"
+                                for k, v in config.to_dict().items() if saved.get(k) != v)
+            raise ValueError(f"the checkpoint in {out} was trained with another configuration "
+                             f"({changed}); resume with the same settings (config file and "
+                             f"options such as --max-steps), or train into a new --out")
         model.load_state_dict(ckpt.model.state_dict())
         optimizer.load_state_dict(ckpt.optimizer_state)
         batches.set_state(ckpt.rng_state["batches"])
@@ -377,7 +384,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
         if config.max_seconds:
             p = max(p, train_seconds / config.max_seconds)
         if world > 1 and config.max_seconds:  # every process must stop at the same step
-            t = torch.tensor([p], dtype=torch.float64)
+            t = torch.tensor([p], dtype=torch.float64, device=device)  # nccl: on the GPU
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             p = float(t)
         return p
@@ -464,7 +471,7 @@ def recipe_hash(config: TrainConfig) -> str:
 def exclusive(path: Path):
     """Hold an exclusive lock on the file ``path`` (created if missing) while the block runs;
     other processes (and threads) that ask for it wait. POSIX only; elsewhere no lock is taken,
-    and racing callers of :func:`pretrained_dir` each train, the first to finish publishing."""
+    and racing callers of :func:`pretrained_dir` each train and publish the same checkpoint."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -484,18 +491,20 @@ def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
 
     The first call trains (deterministically: fixed seeds, ``threads`` threads) and caches the
     checkpoint, with its ``log.jsonl``, in ``cache_dir()/models/<name>-<recipe hash>``; later
-    calls find it there. A call made while another process trains the same recipe waits for
-    it (a lock file beside the folder), then loads its checkpoint, rather than training a
-    second copy on the same cores.
+    calls find it there, and a damaged one is trained again and replaced. A call made while
+    another process trains the same recipe waits for it (a lock file beside the folder), then
+    loads its checkpoint, rather than training a second copy on the same cores.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     config = TrainConfig.from_dict(RECIPES[name])
     folder = data.cache_dir() / "models" / f"{name}-{recipe_hash(config)}"
     with exclusive(folder.with_name(folder.name + ".lock")):
-        with contextlib.suppress(checkpoint.CheckpointError):
+        try:
             checkpoint.read_config(folder)
             return folder
+        except checkpoint.CheckpointError:  # missing, or damaged: trained again and replaced
+            pass
         previous, rng = torch.get_num_threads(), torch.get_rng_state()
         torch.set_num_threads(threads)
         try:
@@ -505,9 +514,8 @@ def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
             torch.set_rng_state(rng)
         log = "".join(json.dumps(r) + "\n" for r in result.log)
         state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}
-        with contextlib.suppress(OSError):  # OSError: published meanwhile (no lock: Windows)
-            checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
-                                       extra_files={"log.jsonl": log}, replace=False)
+        checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
+                                   extra_files={"log.jsonl": log})
     return folder
 
 
