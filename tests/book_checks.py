@@ -2,8 +2,8 @@
 
 - every notebook under book/ is listed in _toc.yml, and every listed file exists;
 - every notebook is committed executed: each code cell has an execution count, the counts run
-  1..n (top to bottom in one fresh kernel), and a cell that prints nothing is the exception,
-  not the rule (a notebook with no stored output at all checks nothing under nbval);
+  1..n (top to bottom in one fresh kernel), and some cell has a stored output (a notebook
+  with no stored output at all checks nothing under nbval);
 - every top-level function and class of the library is shown (a literalinclude);
 - every `buildllm` command that the book and the README print is one the command line accepts.
 """

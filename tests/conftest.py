@@ -1,6 +1,6 @@
 """Shared test set-up: the corpus comes from $BUILDLLM_DATA_DIR (the Makefile points it at
-../shared/data when that mirror exists); tests that need the corpus are skipped only when it
-cannot be found at all, with the reason printed."""
+../shared/data when that mirror exists, and so does this file); a test that needs the corpus
+fails with the loader's message when it cannot be found, rather than being skipped."""
 
 from __future__ import annotations
 

@@ -49,6 +49,10 @@ def test_round_trip_everything(tmp_path, bpe):
     torch.testing.assert_close(ckpt.rng_state["torch"], rng["torch"])
     restored = torch.optim.AdamW(ckpt.model.parameters(), lr=1e-2)
     restored.load_state_dict(ckpt.optimizer_state)
+    saved_state = opt.state_dict()
+    assert len(restored.state_dict()["state"]) == len(saved_state["state"]) > 0
+    as_json = lambda groups: json.loads(json.dumps(groups))  # noqa: E731  (tuples -> lists)
+    assert as_json(restored.state_dict()["param_groups"]) == as_json(saved_state["param_groups"])
     for a, b in zip(opt.state_dict()["state"].values(), restored.state_dict()["state"].values()):
         for key in a:
             torch.testing.assert_close(a[key], b[key])

@@ -71,12 +71,20 @@ def test_train_resume_without_checkpoint(tiny_config, tmp_path, capsys):
     assert "no checkpoint at" in capsys.readouterr().err
 
 
-def test_train_time_budget_in_cpu_seconds(tiny_config, tmp_path, capsys):
+def test_train_time_budget_in_cpu_seconds(tiny_config, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert main(["train", "--config", str(tiny_config), "--out", str(out), "--max-seconds", "60",
                  "--clock", "cpu"]) == 0
     saved = json.loads((out / "checkpoint" / "config.json").read_text())["train"]["config"]
     assert saved["clock"] == "cpu" and saved["max_seconds"] == 60
+    # a CPU clock that advances 30 s at every reading ends a 60-s budget after one step
+    from buildllm import train
+
+    ticks = iter(range(0, 10**6, 30))
+    monkeypatch.setattr(train.time, "process_time", lambda: next(ticks))
+    assert main(["train", "--config", str(tiny_config), "--out", str(tmp_path / "cpu"),
+                 "--max-seconds", "60", "--clock", "cpu"]) == 0
+    assert "step 2:" in capsys.readouterr().out  # wall clock: all 6 steps, as above
     with pytest.raises(SystemExit):
         main(["train", "--config", str(tiny_config), "--clock", "gpu"])
     assert "invalid choice: 'gpu'" in capsys.readouterr().err

@@ -123,14 +123,19 @@ def test_train_val_split_is_contiguous_90_10():
 
 
 def test_reproducible_fixes_seeds_and_threads():
+    import random
+
+    import numpy as np
     import torch
 
     from buildllm.repro import reproducible
 
     reproducible(seed=7, threads=1)
-    a = torch.randn(3)
+    a, b, c = torch.randn(3), np.random.rand(), random.random()
     g = reproducible(seed=7, threads=1)
-    assert torch.equal(a, torch.randn(3))
+    assert torch.equal(a, torch.randn(3)) and np.random.rand() == b and random.random() == c
+    assert torch.are_deterministic_algorithms_enabled()
+    assert "0.1235" in str(torch.tensor([0.123456]))  # 4 digits
     assert torch.get_num_threads() == 1
     fresh = torch.Generator().manual_seed(7)
     assert torch.equal(torch.randn(2, generator=g), torch.randn(2, generator=fresh))

@@ -57,7 +57,17 @@ def test_parameter_counts_add_up(kw):
     counts = model.parameter_counts()
     parts = {k: v for k, v in counts.items() if k != "total"}
     assert sum(parts.values()) == counts["total"] == sum(p.numel() for p in model.parameters())
-    assert counts["head"] == (0 if model.config.tie_weights else 61 * 32)
+    c = model.config
+    C, hd, kv = c.n_embd, c.n_embd // c.n_head, c.n_kv_head or c.n_head
+    b = 1 if c.bias else 0
+    assert counts["head"] == (0 if c.tie_weights else c.vocab_size * C)
+    assert counts["embeddings"] == c.vocab_size * C + (
+        c.block_size * C if c.pos_encoding == "learned" else 0)
+    qkv = (c.n_head + 2 * kv) * hd
+    assert counts["attention"] == c.n_layer * (C * qkv + b * qkv + C * C + b * C)
+    n_in = 2 if c.mlp == "swiglu" else 1  # matrices into the hidden layer
+    H = c.hidden_dim
+    assert counts["feed-forward"] == c.n_layer * (n_in * (C * H + b * H) + H * C + b * C)
 
 
 def test_book_preset_counts():
@@ -121,8 +131,11 @@ def test_model_is_causal():
     torch.testing.assert_close(model(idx2)[0][:, :7], model(idx)[0][:, :7])
 
 
-def test_learned_positions_matter():
-    model = GPT(small()).eval()
+@pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
+def test_positions_matter(pos_encoding):
+    """The same token at positions 0 and 3 (after copies of itself, so attention alone cannot
+    tell them apart): only the position encoding makes the outputs differ."""
+    model = GPT(small(pos_encoding=pos_encoding)).eval()
     idx = torch.full((1, 4), 5)
     logits = model(idx)[0]
     assert not torch.allclose(logits[0, 0], logits[0, 3])

@@ -7,6 +7,7 @@ import json
 import math
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -48,6 +49,14 @@ def test_get_batch_targets_are_inputs_shifted():
     assert x.shape == y.shape == (4, 8) and x.dtype == torch.long
     torch.testing.assert_close(x[:, 1:], y[:, :-1])
     torch.testing.assert_close(y - x, torch.ones_like(x))  # consecutive ids: y = x + 1
+    # 10 ids, windows of 8 + 1: the only starts are 0 and 1, both drawn, from the generator
+    starts = {int(data.get_batch(torch.arange(10), 8, 1, g)[0][0, 0])
+              for g in [torch.Generator().manual_seed(s) for s in range(40)]}
+    assert starts == {0, 1}
+    state = torch.get_rng_state()
+    a = data.get_batch(ids, 8, 4, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], data.get_batch(ids, 8, 4, torch.Generator().manual_seed(5))[0])
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is not touched
 
 
 def test_get_batch_too_short_text():
@@ -89,8 +98,14 @@ def test_encode_corpus_is_cached_uint16():
     ids = data.encode_corpus(tok, TEXT)
     assert ids.dtype == np.uint16 and tok.decode(ids.tolist()) == TEXT
     assert len(list((data.cache_dir() / "tokens").glob("*.npy"))) == 1
+    def no_encoding(text):
+        raise AssertionError("encoded again instead of read from the cache")
+
+    tok.encode = no_encoding
     np.testing.assert_array_equal(data.encode_corpus(tok, TEXT), ids)  # from the cache
     other = CharTokenizer(TEXT + "~")  # another tokenizer: another cache entry
+    with pytest.raises(ValueError, match="does not fit in uint16"):
+        data.encode_corpus(SimpleNamespace(vocab_size=70_000), TEXT)  # checked before all else
     data.encode_corpus(other, TEXT)
     assert len(list((data.cache_dir() / "tokens").glob("*.npy"))) == 2
 
@@ -204,6 +219,7 @@ def test_bfloat16_autocast_trains_like_float32(tmp_path, device):
                        text=TEXT)
     assert all(p.dtype == torch.float32 and p.device.type == device
                for p in bf16.model.parameters())
+    assert losses(bf16.log) != losses(f32.log)  # the products did run in bfloat16
     evals = [r for r in bf16.log if "val_loss" in r]
     assert bf16.final["loss"] < 0.7 * evals[0]["val_loss"]
     assert abs(bf16.final["loss"] - f32.final["loss"]) < 0.05 * f32.final["loss"]
@@ -226,6 +242,45 @@ def test_trained_on_a_gpu_loads_on_the_cpu(tmp_path, device, dtype):
         cpu_logits, _ = on_cpu(idx)
         gpu_logits, _ = result.model.eval()(idx.to(device))
     torch.testing.assert_close(gpu_logits.cpu(), cpu_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_gradient_clipping(monkeypatch):
+    """The logged norm is the norm before clipping; the optimizer sees at most grad_clip.
+    grad_clip=0 turns clipping off and logs no norm."""
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    result = train.train(tiny(max_steps=5, grad_clip=0.01), text=TEXT)
+    norms = [r["grad_norm"] for r in result.log if "grad_norm" in r]
+    assert all(n > 0.01 for n in norms)  # would have been clipped ...
+    assert max(seen) == pytest.approx(0.01, rel=1e-4)  # ... and was
+    seen.clear()
+    result = train.train(tiny(max_steps=5, grad_clip=0.0), text=TEXT)
+    assert all(r["grad_norm"] is None for r in result.log if "grad_norm" in r)
+    assert max(seen) > 0.01  # not clipped
+
+
+def test_evaluate_does_not_depend_on_its_batch_size():
+    tok = CharTokenizer(TEXT)
+    ids = torch.tensor(tok.encode(TEXT))
+    x, y = data.eval_windows(ids, 16)
+    assert len(x) > 130  # several batches of 64
+    model = train.GPT(train.GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1,
+                                      n_head=2, n_embd=16))
+    counts = data.char_counts(tok)
+    one = train.evaluate(model, x, y, counts, batch_size=1)
+    many = train.evaluate(model, x, y, counts, batch_size=64)
+    assert one == pytest.approx(many, rel=1e-5)
+    first_batch = train.evaluate(model, x[:64], y[:64], counts)
+    assert first_batch["loss"] != pytest.approx(many["loss"], rel=1e-6)
 
 
 def test_short_run_loss_falls(tmp_path):
@@ -265,6 +320,8 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, device):
     monkeypatch.setattr(data, "get_batch", get_batch)
     resumed = train.train(config, tmp_path / "part", resume=True, text=TEXT)
     assert losses(resumed.log) == losses(whole.log)  # bit for bit, step 1 to step 24
+    on_disk = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").open()]
+    assert losses(on_disk) == losses(whole.log)  # the file too: no step twice
     assert resumed.final["loss"] == whole.final["loss"]
     with pytest.raises(ValueError, match="another configuration .*max_steps: 24 -> 30"):
         train.train(tiny(max_steps=30, eval_interval=8, device=device, model=config.model),
