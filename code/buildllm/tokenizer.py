@@ -18,7 +18,8 @@ Tie-breaking, the same in both trainers: the most frequent pair wins, and among 
 frequent, the smallest pair ``(first id, second id)``.
 
 A trained tokenizer exports to Hugging Face ``tokenizers`` and to ``tiktoken``; both give
-exactly the ids that :meth:`BPETokenizer.encode` gives.
+exactly the ids that :meth:`BPETokenizer.encode` gives (for merges learned by ``train``, where
+every token's bytes merge back into that token; hand-made merge lists need not have that).
 """
 
 from __future__ import annotations
