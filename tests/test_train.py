@@ -283,6 +283,12 @@ def test_evaluate_does_not_depend_on_its_batch_size():
     assert first_batch["loss"] != pytest.approx(many["loss"], rel=1e-6)
 
 
+def test_a_character_only_in_the_validation_text_is_no_error():
+    text = TEXT + "Ça va?"  # 'Ç' and '?' only in the last 10%
+    result = train.train(tiny(max_steps=2), text=text)
+    assert "Ç" in result.tokenizer.chars and result.final["loss"] > 0
+
+
 def test_short_run_loss_falls(tmp_path):
     result = train.train(tiny(max_steps=40), tmp_path / "run", text=TEXT)
     evals = [r for r in result.log if "val_loss" in r]

@@ -320,7 +320,11 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
 
     # The data: one tokenizer, learned from the training text; the corpus as ids.
     text = data.load_text() if text is None else text
-    tokenizer = make_tokenizer(config, data.train_val_split(text)[0])
+    # BPE learns from the training text only; a character tokenizer's alphabet is taken from
+    # the whole text, as nanoGPT does (the validation text may hold a character that the
+    # training text lacks, and a list of characters teaches the model nothing)
+    train_text = data.train_val_split(text)[0]
+    tokenizer = make_tokenizer(config, text if config.tokenizer == "char" else train_text)
     train_ids, val_ids = load_splits(tokenizer, text)
     counts = data.char_counts(tokenizer)
     model_config = config.model_config(tokenizer.vocab_size)
