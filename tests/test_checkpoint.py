@@ -81,6 +81,26 @@ def test_replacing_is_atomic_and_leaves_no_temporaries(tmp_path, bpe):
     assert [p.name for p in tmp_path.iterdir()] == ["c"]
 
 
+def test_files_get_the_usual_permissions(tmp_path, bpe):
+    """Written through a temporary name and a rename, but not private to the writer (as
+    tempfile's would be): a shared cache or an exported model stays readable by others."""
+    import os
+    import stat
+
+    from buildllm.convert import save_hf
+
+    model, _ = trained()
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "c", model, bpe)
+        save_hf(model, tmp_path / "hf")
+    finally:
+        os.umask(previous)
+    for path in [tmp_path / "c", *(tmp_path / "c").iterdir(), *(tmp_path / "hf").iterdir()]:
+        expected = 0o755 if path.is_dir() else 0o644
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
 def test_replace_false_refuses_even_an_empty_folder(tmp_path, bpe):
     model, _ = trained()
     (tmp_path / "c").mkdir()

@@ -462,3 +462,9 @@ def test_command_line_train_encode_decode(tmp_path, capsys, small_corpus):
     with pytest.raises(SystemExit):
         cli.main(["tokenizer", "--help"])
     assert "train" in capsys.readouterr().out
+
+
+def test_save_into_a_missing_folder_names_the_folder(tmp_path, tok):
+    with pytest.raises(FileNotFoundError, match="the folder .*nodir does not exist"):
+        tok.save(tmp_path / "nodir" / "t.json")
+    assert not (tmp_path / "nodir").exists()

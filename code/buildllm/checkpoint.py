@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,14 +93,15 @@ def load_tokenizer(path: str | os.PathLike, kind: str):
 # -- writing -----------------------------------------------------------------------------------
 
 def _write_json(path: Path, doc) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write JSON atomically: a temporary file in the same folder, then a rename. (Not
+    ``tempfile``, whose files are private to their owner: these get the usual permissions.)"""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -156,7 +156,8 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()  # the usual permissions (tempfile.mkdtemp's folders are private)
     try:
         _save_weights(model, str(tmp / WEIGHTS))  # handles the tied embedding/head
         save_tokenizer(tokenizer, tmp / TOKENIZER)
@@ -178,6 +179,10 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
             "train": train_state or {},
             "sha256": files,
         })
+        mask = os.umask(0)  # read this process's umask (and set it back at once)
+        os.umask(mask)
+        for file in tmp.iterdir():  # safetensors writes files only their owner may read
+            os.chmod(file, 0o666 & ~mask)
         publish_folder(tmp, dest, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -189,13 +189,15 @@ def from_hf(hf_model: GPT2LMHeadModel) -> GPT:
 
 
 def _write_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # not tempfile: private
     try:
-        write(tmp)
+        write(str(tmp))
+        mask = os.umask(0)  # read this process's umask (and set it back at once)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # safetensors writes files only their owner may read
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

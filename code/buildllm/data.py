@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -162,8 +162,8 @@ def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
     ids = np.array(tokenizer.encode(text), dtype=np.uint16)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".npy")
-        with os.fdopen(fd, "wb") as f:
+        tmp = path.with_name(f".{key}.{uuid.uuid4().hex[:8]}.npy")  # not tempfile: private
+        with open(tmp, "xb") as f:
             np.save(f, ids)
         os.replace(tmp, path)
     return ids

@@ -29,7 +29,7 @@ import json
 import operator
 import os
 import re
-import tempfile
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from pathlib import Path
@@ -438,13 +438,15 @@ class BPETokenizer:
         fields.append('"merges": [\n  ' + ",\n  ".join(merges) + "\n ]")
         content = "{\n " + ",\n ".join(fields) + "\n}\n"
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # not tempfile: private
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with open(tmp, "x", encoding="utf-8") as f:
                 f.write(content)
             os.replace(tmp, path)
         except BaseException:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
             raise
 
     @classmethod
