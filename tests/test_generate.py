@@ -286,6 +286,19 @@ def test_invalid_prompts_are_clear_errors():
         list(gen.stream_text(model, ByteTokenizer(), "", 1))
 
 
+def test_numpy_prompts_work_like_lists():
+    import numpy as np
+
+    model = tiny_model()
+    expected = gen.generate(model, [1, 2, 3], 4, temperature=0)
+    assert torch.equal(gen.generate(model, np.array([1, 2, 3], dtype=np.uint16), 4,
+                                    temperature=0), expected)
+    assert torch.equal(gen.generate(model, list(np.array([1, 2, 3])), 4, temperature=0),
+                       expected)
+    assert torch.equal(gen.generate(model, np.array([[1, 2, 3]]), 4, temperature=0)[0],
+                       expected)
+
+
 def test_block_size_prompt_is_allowed_and_slides():
     model = tiny_model()
     out = gen.generate(model, list(range(24)), 3, temperature=0)

@@ -27,6 +27,7 @@ and a padding mask in attention, which this model does not have; generate them o
 from __future__ import annotations
 
 import argparse
+import numbers
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -112,9 +113,13 @@ def _as_batch(idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
               model: GPT) -> torch.Tensor:
     """The prompt as a ``(B, T)`` tensor of ids on the model's device, checked."""
     device = model.wte.weight.device
+    if hasattr(idx, "__array__") and not isinstance(idx, torch.Tensor):  # a numpy array
+        idx = torch.as_tensor(idx)
+        if not (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool):
+            idx = idx.long()  # uint16 ids from encode_corpus, say
     if not isinstance(idx, torch.Tensor):
         rows = list(idx)
-        if rows and not isinstance(rows[0], int):
+        if rows and not isinstance(rows[0], numbers.Integral):  # numpy ints are Integral
             lengths = sorted({len(r) for r in rows})
             if len(lengths) > 1:
                 raise ValueError(
