@@ -8,6 +8,7 @@ module                    chapter
 ``buildllm.data``         Preface (corpus), Training on a CPU (batches)
 ``buildllm.repro``        Preface (every chapter's first cell)
 ``buildllm.tokenizer``    Tokens
+``buildllm.files``        Tokens (writing a file atomically)
 ``buildllm.embeddings``   Embeddings and positional encoding
 ``buildllm.attention``    Attention
 ``buildllm.linear``       Attention (used); Generating text (explained)

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as _load_weights
 from safetensors.torch import save_model as _save_weights
 
+from buildllm.files import write_atomically
 from buildllm.model import GPT, GPTConfig
 from buildllm.tokenizer import BPETokenizer, CharTokenizer
 
@@ -93,16 +94,8 @@ def load_tokenizer(path: str | os.PathLike, kind: str):
 # -- writing -----------------------------------------------------------------------------------
 
 def _write_json(path: Path, doc) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename. (Not
-    ``tempfile``, whose files are private to their owner: these get the usual permissions.)"""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (:func:`~buildllm.files.write_atomically`)."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1), "utf-8"))
 
 
 def _sha256(path: Path) -> str:
@@ -159,14 +152,15 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()  # the usual permissions (tempfile.mkdtemp's folders are private)
     try:
-        _save_weights(model, str(tmp / WEIGHTS))  # handles the tied embedding/head
+        write_atomically(tmp / WEIGHTS,  # save_model handles the tied embedding/head
+                         lambda p: _save_weights(model, str(p)))
         save_tokenizer(tokenizer, tmp / TOKENIZER)
         if optimizer is not None or rng_state:
             tensors, groups = flatten_optimizer(optimizer.state_dict()) if optimizer else ({}, [])
             for name, value in (rng_state or {}).items():
                 tensors[f"rng.{name}"] = value.contiguous()
-            save_file(tensors, str(tmp / OPTIMIZER),
-                      metadata={"param_groups": json.dumps(groups)})
+            write_atomically(tmp / OPTIMIZER, lambda p: save_file(
+                tensors, str(p), metadata={"param_groups": json.dumps(groups)}))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         files = {name: _sha256(tmp / name)
@@ -179,10 +173,6 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
             "train": train_state or {},
             "sha256": files,
         })
-        mask = os.umask(0)  # read this process's umask (and set it back at once)
-        os.umask(mask)
-        for file in tmp.iterdir():  # safetensors writes files only their owner may read
-            os.chmod(file, 0o666 & ~mask)
         publish_folder(tmp, dest, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

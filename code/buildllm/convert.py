@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from buildllm.files import write_atomically
 from buildllm.model import GPT, GPTConfig
 
 if TYPE_CHECKING:
@@ -188,29 +188,16 @@ def from_hf(hf_model: GPT2LMHeadModel) -> GPT:
     return model.to(hf_model.transformer.wte.weight.dtype).train(hf_model.training)
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # not tempfile: private
-    try:
-        write(str(tmp))
-        mask = os.umask(0)  # read this process's umask (and set it back at once)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # safetensors writes files only their owner may read
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_hf(model: GPT, folder: str | os.PathLike) -> Path:
     """Write ``config.json`` and ``model.safetensors`` that ``from_pretrained`` can load."""
     folder = Path(folder)
     config = to_hf_config(model.config)  # checks the configuration before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model)
-    _write_atomically(folder / "model.safetensors",
-                      lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    write_atomically(folder / "model.safetensors",
+                     lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2) + "\n"
-    _write_atomically(folder / "config.json", lambda p: Path(p).write_text(text))
+    write_atomically(folder / "config.json", lambda p: p.write_text(text))
     return folder
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pooch
 import torch
+
+from buildllm.files import write_atomically
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -162,10 +163,12 @@ def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
     ids = np.array(tokenizer.encode(text), dtype=np.uint16)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{key}.{uuid.uuid4().hex[:8]}.npy")  # not tempfile: private
-        with open(tmp, "xb") as f:
-            np.save(f, ids)
-        os.replace(tmp, path)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file, not a name: np.save would append ".npy"
+                np.save(f, ids)
+
+        write_atomically(path, save)
     return ids
 
 

@@ -29,13 +29,14 @@ import json
 import operator
 import os
 import re
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import regex
+
+from buildllm.files import write_atomically
 
 if TYPE_CHECKING:  # only for type hints: the exports import them when called
     import tiktoken
@@ -437,17 +438,7 @@ class BPETokenizer:
                   for k, (a, b) in enumerate(self.merges)]
         fields.append('"merges": [\n  ' + ",\n  ".join(merges) + "\n ]")
         content = "{\n " + ",\n ".join(fields) + "\n}\n"
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist")
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # not tempfile: private
-        try:
-            with open(tmp, "x", encoding="utf-8") as f:
-                f.write(content)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda tmp: tmp.write_text(content, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
