@@ -108,9 +108,10 @@ def test_checker_refuses_stderr_outside_ignored_cells(tmp_path):
 
 
 def _run_nbval(path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT / "tests")}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "nbval_figures",
+         "--nbval",
          "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "tests/nbval_sanitize.cfg"),
          str(path)],
         cwd=path.parent, env=env, capture_output=True, text=True, timeout=300,
@@ -135,6 +136,57 @@ def test_nbval_fails_when_a_stored_output_is_edited(tmp_path):
     edited = _run_nbval(path)
     assert edited.returncode != 0
     assert "1 failed" in edited.stdout
+
+
+def _figure_notebook(path: Path, png: bytes, caption: str) -> Path:
+    """A notebook whose one cell printed ``caption`` and showed a figure, as a glued record and
+    as a plain image, with these (stored) bytes."""
+    import base64
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    source = ("import base64\n"
+              "from IPython.display import display\n"
+              f"data = base64.b64encode({png!r}).decode()\n"
+              "display({'application/papermill.record/image/png': data,\n"
+              "         'application/papermill.record/text/plain': 'fig'}, raw=True)\n"
+              "display({'image/png': data, 'text/plain': '<Figure>'}, raw=True)\n"
+              "print('made the figure')\n")
+    cell = nbformat.v4.new_code_cell(source)
+    cell.execution_count = 1
+    data = base64.b64encode(png).decode()
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={
+            "application/papermill.record/image/png": data,
+            "application/papermill.record/text/plain": "fig"}),
+        nbformat.v4.new_output("display_data", data={"image/png": data,
+                                                     "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("stream", name="stdout", text=caption),
+    ]
+    nb.cells = [cell]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_nbval_skips_figures_but_not_text(tmp_path):
+    """A figure's bytes differ between CPUs: a stored figure that differs from the new one
+    passes (glued or shown), while a stored text that differs still fails."""
+    same = _run_nbval(_figure_notebook(tmp_path / "same.ipynb", b"PNG one", "made the figure\n"))
+    assert same.returncode == 0, same.stdout + same.stderr
+    # the stored figure is other bytes: the run draws "PNG one" again, and still passes
+    other = _figure_notebook(tmp_path / "other.ipynb", b"PNG one", "made the figure\n")
+    nb = nbformat.read(other, as_version=4)
+    other_data = __import__("base64").b64encode(b"PNG two, drawn on another CPU").decode()
+    nb.cells[0].outputs[0]["data"]["application/papermill.record/image/png"] = other_data
+    nb.cells[0].outputs[1]["data"]["image/png"] = other_data
+    nbformat.write(nb, other)
+    figure_differs = _run_nbval(other)
+    assert figure_differs.returncode == 0, figure_differs.stdout + figure_differs.stderr
+    text_differs = _run_nbval(_figure_notebook(tmp_path / "text.ipynb", b"PNG one",
+                                               "made another figure\n"))
+    assert text_differs.returncode != 0
+    assert "1 failed" in text_differs.stdout
 
 
 def test_every_library_function_and_class_is_shown_in_the_book():

@@ -11,7 +11,6 @@ module                    chapter
 ``buildllm.files``        Tokens (writing a file atomically)
 ``buildllm.embeddings``   Embeddings and positional encoding
 ``buildllm.attention``    Attention
-``buildllm.linear``       Attention (used); Generating text (explained)
 ``buildllm.layers``       The GPT model; From GPT-2 to today's LLMs
 ``buildllm.model``        The GPT model; From GPT-2 to today's LLMs
 ``buildllm.convert``      The GPT model (Hugging Face GPT-2 import and export)

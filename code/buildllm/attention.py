@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from buildllm.embeddings import RotaryEmbedding
-from buildllm.linear import Linear
 
 if TYPE_CHECKING:
     from buildllm.model import GPTConfig
@@ -115,8 +114,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_kv_head = config.n_head, n_kv_head
         self.head_dim = config.n_embd // config.n_head
         qkv_dim = (self.n_head + 2 * self.n_kv_head) * self.head_dim
-        self.c_attn = Linear(config.n_embd, qkv_dim, bias=config.bias)  # fused Q, K, V
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, qkv_dim, bias=config.bias)  # fused Q, K, V
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.rope = (RotaryEmbedding(self.head_dim, config.block_size, config.rope_base)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from buildllm.attention import CausalSelfAttention, KVCache
-from buildllm.linear import Linear
 
 if TYPE_CHECKING:
     from buildllm.model import GPTConfig
@@ -75,9 +74,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
         self.act = nn.ReLU() if config.mlp == "relu" else nn.GELU(approximate="tanh")
-        self.c_proj = Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,9 +88,9 @@ class SwiGLU(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.gate = Linear(config.n_embd, config.hidden_dim, bias=config.bias)
-        self.up = Linear(config.n_embd, config.hidden_dim, bias=config.bias)
-        self.c_proj = Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.gate = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.up = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

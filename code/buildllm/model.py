@@ -19,7 +19,6 @@ from torch import nn
 from buildllm.attention import KVCache
 from buildllm.embeddings import SinusoidalPositionalEncoding
 from buildllm.layers import Block, make_norm
-from buildllm.linear import Linear
 
 _CHOICES = {
     "pos_encoding": ("learned", "sinusoidal", "rope"),
@@ -120,7 +119,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
