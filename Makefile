@@ -48,9 +48,10 @@ book: install tex
 	@echo "HTML: _build/html/index.html   PDF: _build/latex/book.pdf"
 
 # The HTML and PDF from the stored (already verified) outputs, without executing anything.
-_build/config-stored.yml: _config.yml
+_build/config-stored.yml: _config.yml Makefile
 	@mkdir -p _build
-	sed 's/execute_notebooks: cache/execute_notebooks: "off"/' _config.yml > $@
+	sed -e 's/execute_notebooks: cache/execute_notebooks: "off"/' \
+	    -e 's|bookstyle: book/_ext|bookstyle: ../book/_ext|' _config.yml > $@
 
 html: install _build/config-stored.yml
 	$(BIN)/jupyter-book build . -W --keep-going --config _build/config-stored.yml

@@ -21,7 +21,7 @@ from torch import nn
 
 from bench import Result, best_time
 from buildllm.attention import CausalSelfAttention, causal_mask
-from buildllm.model import GPTConfig
+from buildllm.config import GPTConfig
 
 N_EMBD, N_HEAD, BATCH = 256, 8, 4
 ROUNDS = 10

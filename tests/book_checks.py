@@ -4,7 +4,8 @@
 - every notebook is committed executed: each code cell has an execution count, the counts run
   1..n (top to bottom in one fresh kernel), and some cell has a stored output (a notebook
   with no stored output at all checks nothing under nbval);
-- every top-level function and class of the library is shown (a literalinclude);
+- every module that teaches is shown in a chapter, no chapter prints plumbing, and the API
+  reference lists every module;
 - every `buildllm` command that the book and the README print is one the command line accepts.
 """
 
@@ -109,7 +110,6 @@ def check_executed(path: Path) -> list[str]:
 
 
 
-_PARTIAL = {"lines", "start-after", "start-at", "end-before", "end-at"}  # not the whole file
 _INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[\w-]+:.*\n)*)")
 
 
@@ -124,48 +124,52 @@ def prose(page: Path) -> list[str]:
     return []
 
 
-def literal_includes(root: Path) -> dict[str, set[str] | None]:
-    """What the book shows of each library file: file -> set of :pyobject: names, or None when
-    the whole file is included."""
-    shown: dict[str, set[str] | None] = {}
-    for page in sorted((root / "book").rglob("*")):
-        for text in prose(page):
-            for m in _INCLUDE.finditer(text + "\n"):
-                target = (page.parent / m.group(1)).resolve()
-                key = str(target.relative_to(root.resolve()))
-                options = dict(re.findall(r":([\w-]+):\s*(.*)", m.group(2)))
-                if "pyobject" in options:
-                    if shown.get(key, set()) is not None:
-                        shown.setdefault(key, set()).add(options["pyobject"].strip())
-                elif not _PARTIAL & options.keys():
-                    shown[key] = None
-    return shown
+# Modules whose code teaches: each is shown (a literalinclude) in a chapter. The others are
+# plumbing, never printed in a chapter; the API reference lists them.
+TEACHING = {"repro", "config", "bpe", "bpe_fast", "tokenizer", "tokenizer_export", "data",
+            "embeddings", "norms", "attention", "layers", "model", "convert", "recipes", "train",
+            "generate"}
+PLUMBING = {"files", "device", "checkpoint", "pretrained", "cli"}
+
+
+def library_modules(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / "code" / "buildllm").glob("*.py")
+                  if p.name != "__init__.py")
 
 
 def check_library_shown(root: Path) -> list[str]:
-    """Problems: top-level functions and classes of code/buildllm that the book never shows."""
-    shown = literal_includes(root)
+    """Problems: a module that teaches but is never shown, a chapter that prints plumbing, a
+    module that is neither (so nobody decided where it belongs)."""
+    shown = {Path(m.group(1)).stem for page in sorted((root / "book").rglob("*"))
+             for text in prose(page) for m in _INCLUDE.finditer(text + "\n")
+             if "code/buildllm/" in m.group(1)}
     problems = []
-    for module in sorted((root / "code" / "buildllm").glob("*.py")):
-        key = str(module.relative_to(root))
-        if module.name == "__init__.py" or shown.get(key, set()) is None:
-            continue
-        included = shown.get(key, set())
-        missing = []
-        for node in ast.parse(module.read_text()).body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if node.name not in included:
-                    missing.append(node.name)
-            elif isinstance(node, ast.ClassDef) and node.name not in included:
-                # a class shown method by method counts when every method is shown
-                methods = [f"{node.name}.{m.name}" for m in node.body
-                           if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
-                missing.extend(m for m in methods if m not in included)
-                if not methods:
-                    missing.append(node.name)
-        if missing:
-            problems.append(f"{key}: the book never shows {', '.join(missing)} (add a "
-                            f"literalinclude with :pyobject: to the chapter that explains it)")
+    for name in library_modules(root):
+        if name not in TEACHING | PLUMBING:
+            problems.append(f"buildllm.{name} is neither in TEACHING nor in PLUMBING "
+                            f"(tests/book_checks.py): decide whether a chapter shows it")
+        elif name in TEACHING and name not in shown:
+            problems.append(f"buildllm.{name} teaches, but no chapter shows its code (add a "
+                            f"literalinclude with :pyobject: where it is taught)")
+        elif name in PLUMBING and name in shown:
+            problems.append(f"buildllm.{name} is plumbing, but a chapter prints it: describe it "
+                            f"in prose; the API reference lists it")
+    return problems
+
+
+def check_api_reference(root: Path) -> list[str]:
+    """Problems: a module missing from the API reference, a public function or class without a
+    docstring (the reference would show only its name)."""
+    page = (root / "book" / "api.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"automodule:: buildllm\.(\w+)", page))
+    problems = [f"book/api.md does not list buildllm.{name} (add an automodule)"
+                for name in library_modules(root) if name not in listed]
+    for name in library_modules(root):
+        tree = ast.parse((root / "code" / "buildllm" / f"{name}.py").read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
+                    not node.name.startswith("_") and ast.get_docstring(node) is None:
+                problems.append(f"buildllm.{name}.{node.name} has no docstring")
     return problems
 
 

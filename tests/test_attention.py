@@ -1,8 +1,11 @@
-"""Tests of buildllm.attention: the formula, the layer, the cache, against three references.
+"""Tests of buildllm.attention: the formula, the layer, the cache, against three references;
+and the options of chapter "From GPT-2 to today's LLMs" that live in attention: rotary
+positions, grouped-query attention, QK-norm.
 
 References: our own formula (:func:`scaled_dot_product_attention`), PyTorch's fused
 ``torch.nn.functional.scaled_dot_product_attention`` and ``torch.nn.MultiheadAttention`` with
-our weights copied into it.
+our weights copied into it, and an explicit repeat of the key/value heads. The layer checks no
+sizes: GPTConfig does (test_config).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from buildllm.attention import (
     causal_mask,
     scaled_dot_product_attention,
 )
-from buildllm.layers import rms_norm
-from buildllm.model import GPTConfig
+from buildllm.config import GPTConfig
+from buildllm.norms import rms_norm
+from shared import SMALL, small
 
 # Tolerances per dtype: the layer and the references add up the same numbers in different orders.
 TOL = {
@@ -320,44 +324,73 @@ def test_cache_memory_is_allocated_once_and_filled_in_place():
     torch.testing.assert_close(v, torch.cat([v0, k1], dim=2))
 
 
-def test_cache_overflow_and_wrong_shapes_are_clear_errors():
+def test_cache_overflow_is_a_clear_error():
     cache = KVCache(1, 2, 4, 8)
     cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
     with pytest.raises(ValueError, match="holds 4 positions, 5 are needed"):
-        cache.update(torch.zeros(1, 2, 2, 8), torch.zeros(1, 2, 2, 8))
-    assert cache.length == 3  # a failed update changes nothing
-    with pytest.raises(ValueError, match=r"\(1, 2, T, 8\)"):
-        cache.update(torch.zeros(1, 4, 1, 8), torch.zeros(1, 4, 1, 8))
-    with pytest.raises(ValueError, match="must both be shaped"):
-        cache.update(torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 2, 8))
+        cache.update(torch.ones(1, 2, 2, 8), torch.ones(1, 2, 2, 8))
+    assert cache.length == 3 and not cache.k.any() and not cache.v.any()  # nothing changed
+    k, v = cache.update(torch.ones(1, 2, 1, 8), torch.ones(1, 2, 1, 8))  # the last one fits
+    assert cache.length == 4 and k.shape == v.shape == (1, 2, 4, 8)
 
 
-# ---- bad input -----------------------------------------------------------------------------
+# ---- grouped-query attention and QK-norm, against multi-head attention ---------------------
 
 
-def test_n_embd_not_divisible_by_n_head_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
-        CausalSelfAttention(GPTConfig(n_embd=30, n_head=4))
+def test_as_many_kv_heads_as_query_heads_is_multi_head_attention():
+    mha = make_layer(n_kv_head=None)
+    gqa = make_layer(seed=99, n_kv_head=4)
+    gqa.load_state_dict(mha.state_dict())  # same fused layout, same shapes
+    x = torch.randn(2, 12, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(gqa(x), mha(x))
 
 
-def test_n_head_not_a_multiple_of_n_kv_head_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"n_head \(6\) must be a multiple of n_kv_head \(4\)"):
-        CausalSelfAttention(GPTConfig(n_embd=48, n_head=6, n_kv_head=4))
+def test_gqa_is_multi_head_attention_with_shared_key_value_heads():
+    """A GQA layer equals the MHA layer whose key/value weights repeat each group's head."""
+    gqa = make_layer(n_kv_head=2)
+    mha = make_layer(seed=3)
+    H, KV, hd, C = 4, 2, 8, 32
+    state = gqa.state_dict()
+    for key in ("c_attn.weight", "c_attn.bias"):
+        w = state[key]
+        q, k, v = w.split([H * hd, KV * hd, KV * hd], dim=0)
+        k = k.reshape(KV, hd, *k.shape[1:]).repeat_interleave(H // KV, dim=0)
+        v = v.reshape(KV, hd, *v.shape[1:]).repeat_interleave(H // KV, dim=0)
+        state[key] = torch.cat([q, k.reshape(H * hd, *w.shape[1:]),
+                                v.reshape(H * hd, *w.shape[1:])], dim=0)
+    mha.load_state_dict(state)
+    assert mha.c_attn.weight.shape == (3 * C, C)
+    x = torch.randn(2, 12, C)
+    with torch.no_grad():
+        torch.testing.assert_close(gqa(x), mha(x))
+    size = lambda layer: sum(p.numel() for p in layer.parameters())  # noqa: E731
+    assert size(gqa) == size(mha) - 2 * (H - KV) * hd * (C + 1)  # fewer key/value rows
 
 
-def test_odd_head_dim_with_rope_is_a_clear_error():
-    with pytest.raises(ValueError, match="head_dim must be a positive even integer"):
-        CausalSelfAttention(GPTConfig(n_embd=12, n_head=4, pos_encoding="rope"))
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
+    torch.manual_seed(9)
+    attn = CausalSelfAttention(small(qk_norm=True, bias=False, pos_encoding="rope")).eval()
+    x = torch.randn(2, 8, SMALL["n_embd"])
+    before = attn(x)
+    qk_rows = 2 * SMALL["n_embd"]  # queries and keys; values untouched
+    with torch.no_grad():
+        attn.c_attn.weight[:qk_rows] *= 25.0
+    torch.testing.assert_close(attn(x), before, atol=1e-4, rtol=1e-3)  # up to eps
+    plain = CausalSelfAttention(small(bias=False)).eval()
+    with torch.no_grad():
+        plain.c_attn.weight.copy_(attn.c_attn.weight)
+        plain.c_proj.weight.copy_(attn.c_proj.weight)
+    assert not torch.allclose(plain(x), before, atol=1e-3)
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 31), (5, 32), (1, 2, 5, 32)])
-def test_input_of_the_wrong_shape_is_a_clear_error(shape):
-    layer = make_layer(32, 4)
-    with pytest.raises(ValueError, match=r"must be shaped \(B, T, 32\)"):
-        layer(torch.randn(*shape))
-
-
-def test_rope_past_block_size_is_a_clear_error():
-    layer = make_layer(16, 2, pos_encoding="rope", block_size=8)
-    with pytest.raises(ValueError, match="raise the model's block_size"):
-        layer(torch.randn(1, 9, 16))
+def test_options_make_their_parts():
+    plain = make_layer()
+    assert plain.rope is None and plain.q_norm is None and plain.k_norm is None
+    assert plain.n_kv_head == plain.n_head == 4 and plain.head_dim == 8
+    rope = make_layer(pos_encoding="rope", block_size=16)
+    assert rope.rope is not None and rope.rope.cos.shape == (16, 4)  # a table for block_size
+    qk = make_layer(qk_norm=True, norm_eps=1e-3)
+    assert qk.q_norm.weight.shape == qk.k_norm.weight.shape == (8,)  # one gain per head dim
+    assert qk.q_norm.eps == qk.k_norm.eps == 1e-3
+    assert make_layer(bias=False).c_attn.bias is None

@@ -18,6 +18,7 @@ import pytest
 
 from book_checks import (
     book_commands,
+    check_api_reference,
     check_commands,
     check_executed,
     check_library_shown,
@@ -189,21 +190,45 @@ def test_nbval_skips_figures_but_not_text(tmp_path):
     assert "1 failed" in text_differs.stdout
 
 
-def test_every_library_function_and_class_is_shown_in_the_book():
+def test_the_chapters_show_the_code_that_teaches_and_no_plumbing():
     assert check_library_shown(ROOT) == []
 
 
-def test_library_check_sees_includes(tmp_path):
+def test_the_api_reference_lists_every_module_and_documents_every_name():
+    assert check_api_reference(ROOT) == []
+
+
+def _library(tmp_path: Path, modules: dict[str, str], page: str) -> Path:
     (tmp_path / "code" / "buildllm").mkdir(parents=True)
-    module = tmp_path / "code" / "buildllm" / "m.py"
-    module.write_text("def a():\n    pass\n\n\nclass B:\n    pass\n")
+    for name, source in modules.items():
+        (tmp_path / "code" / "buildllm" / f"{name}.py").write_text(source)
     (tmp_path / "book").mkdir()
-    page = tmp_path / "book" / "ch.md"
-    page.write_text("```{literalinclude} ../code/buildllm/m.py\n:pyobject: a\n```\n")
-    assert "never shows B" in check_library_shown(tmp_path)[0]
-    more = "\n```{literalinclude} ../code/buildllm/m.py\n:pyobject: B\n```\n"
-    page.write_text(page.read_text() + more)
-    assert check_library_shown(tmp_path) == []
+    (tmp_path / "book" / "ch.md").write_text(page)
+    return tmp_path
+
+
+def test_library_check_sees_includes(tmp_path):
+    root = _library(tmp_path, {"model": "def a():\n    pass\n", "files": "def w():\n    pass\n"},
+                    "no code shown\n")
+    assert "buildllm.model teaches, but no chapter shows" in check_library_shown(root)[0]
+    include = "```{{literalinclude}} ../code/buildllm/{}.py\n:pyobject: {}\n```\n"
+    (root / "book" / "ch.md").write_text(include.format("model", "a"))
+    assert check_library_shown(root) == []
+    both = include.format("model", "a") + include.format("files", "w")
+    (root / "book" / "ch.md").write_text(both)
+    assert "buildllm.files is plumbing, but a chapter prints it" in check_library_shown(root)[0]
+    (root / "code" / "buildllm" / "new.py").write_text("")
+    assert any("buildllm.new is neither" in p for p in check_library_shown(root))
+
+
+def test_api_check_sees_missing_modules_and_docstrings(tmp_path):
+    root = _library(tmp_path, {"model": "def a():\n    pass\n"}, "")
+    (root / "book" / "api.md").write_text("```{eval-rst}\n.. automodule:: buildllm.model\n```\n")
+    assert check_api_reference(root) == ["buildllm.model.a has no docstring"]
+    (root / "code" / "buildllm" / "model.py").write_text('def a():\n    """Doc."""\n')
+    assert check_api_reference(root) == []
+    (root / "book" / "api.md").write_text("")
+    assert "does not list buildllm.model" in check_api_reference(root)[0]
 
 
 def test_every_command_in_the_book_parses():

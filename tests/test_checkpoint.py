@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -10,15 +13,16 @@ import torch
 
 from buildllm import checkpoint
 from buildllm.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from buildllm.model import GPT, GPTConfig
-from buildllm.tokenizer import BPETokenizer, CharTokenizer
+from buildllm.config import GPTConfig
+from buildllm.model import GPT
+from buildllm.tokenizer import BPETokenizer, CharTokenizer, train_bpe
 
 CONFIG = GPTConfig(vocab_size=261, block_size=8, n_layer=1, n_head=2, n_embd=16)
 
 
 @pytest.fixture(scope="module")
 def bpe():
-    return BPETokenizer().train("to be or not to be, that is the question " * 10, 261)
+    return train_bpe("to be or not to be, that is the question " * 10, 261)
 
 
 def trained(config=CONFIG):
@@ -66,7 +70,21 @@ def test_char_tokenizer_and_run_folder(tmp_path):
     model = GPT(GPTConfig(vocab_size=4, block_size=4, n_layer=1, n_head=1, n_embd=4))
     save_checkpoint(tmp_path / "run" / "checkpoint", model, tok)
     loaded, tok2 = load_model(tmp_path / "run")  # a run folder: its checkpoint/ is found
-    assert tok2.chars == tok.chars and loaded.config == model.config
+    assert isinstance(tok2, CharTokenizer) and tok2.chars == tok.chars
+    assert loaded.config == model.config
+    doc = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
+    assert doc["tokenizer"] == {"kind": "char", "file": "tokenizer.json", "vocab_size": 4}
+
+
+def test_config_json_records_the_model_the_tokenizer_and_the_files(tmp_path, bpe):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 7})
+    doc = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert doc["format"] == "buildllm-checkpoint" and doc["version"] == 1
+    assert GPTConfig.from_dict(doc["model"]) == CONFIG and doc["train"] == {"step": 7}
+    assert doc["tokenizer"] == {"kind": "bpe", "file": "tokenizer.json", "vocab_size": 261}
+    assert sorted(doc["sha256"]) == ["model.safetensors", "tokenizer.json"]  # no optimizer
+    assert isinstance(load_model(tmp_path / "c")[1], BPETokenizer)
 
 
 def test_replacing_is_atomic_and_leaves_no_temporaries(tmp_path, bpe):
@@ -83,20 +101,15 @@ def test_replacing_is_atomic_and_leaves_no_temporaries(tmp_path, bpe):
 
 def test_files_get_the_usual_permissions(tmp_path, bpe):
     """Written through a temporary name and a rename, but not private to the writer (as
-    tempfile's would be): a shared cache or an exported model stays readable by others."""
-    import os
-    import stat
-
-    from buildllm.convert import save_hf
-
-    model, _ = trained()
+    tempfile's would be): a shared cache stays readable by others."""
+    model, opt = trained()
     previous = os.umask(0o022)
     try:
-        save_checkpoint(tmp_path / "c", model, bpe)
-        save_hf(model, tmp_path / "hf")
+        save_checkpoint(tmp_path / "c", model, bpe, optimizer=opt)
     finally:
         os.umask(previous)
-    for path in [tmp_path / "c", *(tmp_path / "c").iterdir(), *(tmp_path / "hf").iterdir()]:
+    assert len(list((tmp_path / "c").iterdir())) == 4
+    for path in [tmp_path / "c", *(tmp_path / "c").iterdir()]:
         expected = 0o755 if path.is_dir() else 0o644
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
@@ -132,18 +145,21 @@ def test_a_save_stopped_between_its_renames_leaves_the_old_one_readable(tmp_path
     assert load_checkpoint(tmp_path / "run").train_state["step"] == 3
 
 
-def test_a_failed_write_keeps_the_old_checkpoint(tmp_path, bpe, monkeypatch):
-    model, _ = trained()
-    save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 1})
+class DiskFullTokenizer(BPETokenizer):
+    """A tokenizer whose file cannot be written."""
 
-    def broken(*args, **kwargs):
+    def save(self, path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_tokenizer", broken)
+
+def test_a_failed_write_keeps_the_old_checkpoint(tmp_path, bpe):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 1})
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(tmp_path / "c", model, bpe, train_state={"step": 2})
+        save_checkpoint(tmp_path / "c", model, DiskFullTokenizer(bpe.merges, bpe.special_tokens),
+                        train_state={"step": 2})
     assert load_checkpoint(tmp_path / "c").train_state["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["c"]
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # the half-written folder is gone
 
 
 def test_missing_folder(tmp_path):
@@ -191,6 +207,28 @@ def test_tokenizer_of_another_model(tmp_path):
         load_model(tmp_path / "c")
 
 
-def test_unknown_tokenizer_type(tmp_path):
-    with pytest.raises(TypeError, match="dict"):
-        save_checkpoint(tmp_path / "c", GPT(CONFIG), {})
+def _rewrite_tokenizer(folder: Path, text: str) -> None:
+    """Replace the checkpoint's tokenizer file, and its sha256 in config.json to match."""
+    (folder / "tokenizer.json").write_text(text, encoding="utf-8")
+    doc = json.loads((folder / "config.json").read_text())
+    doc["sha256"]["tokenizer.json"] = hashlib.sha256(text.encode()).hexdigest()
+    (folder / "config.json").write_text(json.dumps(doc))
+
+
+def test_damaged_tokenizer(saved):
+    tokenizer = saved / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text()[:200])  # truncated: the sha256 catches it
+    with pytest.raises(CheckpointError, match="tokenizer.json does not match the sha256"):
+        load_model(saved)
+    _rewrite_tokenizer(saved, '{"format": "buildllm-bpe", "merges": "none"}')  # sha256 agrees
+    with pytest.raises(CheckpointError, match="tokenizer.json is not a readable tokenizer file"):
+        load_model(saved)
+
+
+def test_a_character_tokenizer_file_of_buildllm_0_1_loads(tmp_path):
+    """buildllm 0.1 wrote a character tokenizer without a format version."""
+    tok = CharTokenizer("abcd")
+    save_checkpoint(tmp_path / "c", GPT(GPTConfig(vocab_size=4, block_size=4, n_layer=1,
+                                                  n_head=1, n_embd=4)), tok)
+    _rewrite_tokenizer(tmp_path / "c", json.dumps({"format": "buildllm-char", "chars": tok.chars}))
+    assert load_model(tmp_path / "c")[1].encode("dcba") == tok.encode("dcba")

@@ -4,6 +4,8 @@ in both directions and through a saved folder; bad folders and configurations fa
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -11,15 +13,18 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from buildllm import convert
-from buildllm.model import GPT, GPTConfig
+from buildllm.config import GPTConfig
+from buildllm.model import GPT
+from shared import SMALL
 
-SMALL = dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=64)
+V, T, C = SMALL["vocab_size"], SMALL["block_size"], SMALL["n_embd"]
 
 
 def hf_small(**kw) -> GPT2LMHeadModel:
+    """Hugging Face's GPT-2 in the shape of SMALL, written with its own names."""
     torch.manual_seed(1)
-    cfg = dict(vocab_size=97, n_positions=32, n_layer=2, n_head=4, n_embd=64,
-               bos_token_id=None, eos_token_id=None)
+    cfg = dict(vocab_size=V, n_positions=T, n_layer=SMALL["n_layer"], n_head=SMALL["n_head"],
+               n_embd=C, bos_token_id=None, eos_token_id=None)
     return GPT2LMHeadModel(GPT2Config(**{**cfg, **kw})).eval()
 
 
@@ -31,8 +36,8 @@ def randomized(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def ids(B: int = 3, T: int = 32) -> torch.Tensor:
-    return torch.randint(0, 97, (B, T), generator=torch.Generator().manual_seed(2))
+def ids(B: int = 3) -> torch.Tensor:
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(2))
 
 
 def assert_same_logits(ours: GPT, hf: GPT2LMHeadModel) -> None:
@@ -42,7 +47,7 @@ def assert_same_logits(ours: GPT, hf: GPT2LMHeadModel) -> None:
 
 
 @pytest.mark.parametrize("kw", [{}, dict(activation_function="relu"),
-                                dict(tie_word_embeddings=False), dict(n_inner=96)], ids=str)
+                                dict(tie_word_embeddings=False), dict(n_inner=3 * C)], ids=str)
 def test_from_hf_gives_the_same_logits(kw):
     hf = randomized(hf_small(**kw))
     ours = convert.from_hf(hf)
@@ -51,7 +56,7 @@ def test_from_hf_gives_the_same_logits(kw):
 
 
 @pytest.mark.parametrize("kw", [{}, dict(mlp="relu"), dict(tie_weights=False),
-                                dict(mlp_hidden=96)], ids=str)
+                                dict(mlp_hidden=3 * C)], ids=str)
 def test_to_hf_gives_the_same_logits(kw):
     torch.manual_seed(3)
     ours = randomized(GPT(GPTConfig(**SMALL, **kw)))
@@ -105,7 +110,7 @@ def test_load_hf_accepts_names_without_prefix_and_mask_buffers(tmp_path):
     hf.save_pretrained(tmp_path)
     tensors = {k.removeprefix("transformer."): v for k, v in
                load_file(tmp_path / "model.safetensors").items()}
-    tensors["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))
+    tensors["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, T, T))
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
     assert_same_logits(convert.load_hf(tmp_path), hf)
 
@@ -126,24 +131,25 @@ def test_missing_tensor_is_named(saved):
 
 def test_wrong_shape_is_named(saved):
     folder, tensors = saved
-    tensors["transformer.h.0.attn.c_attn.weight"] = torch.zeros(64, 191)
+    tensors["transformer.h.0.attn.c_attn.weight"] = torch.zeros(C, 3 * C - 1)
     save_file(tensors, folder / "model.safetensors")
-    with pytest.raises(ValueError, match=r"'transformer\.h\.0\.attn\.c_attn\.weight'.*\(64, 191\)"
-                                         r".*\(64, 192\)"):
+    with pytest.raises(ValueError, match=rf"'transformer\.h\.0\.attn\.c_attn\.weight'.*"
+                                         rf"\({C}, {3 * C - 1}\).*\({C}, {3 * C}\)"):
         convert.load_hf(folder)
 
 
 def test_config_that_does_not_match_weights_is_caught(saved):
     folder, _ = saved
     cfg = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**cfg, "vocab_size": 98}))
-    with pytest.raises(ValueError, match=r"'transformer\.wte\.weight'.*\(97, 64\).*\(98, 64\)"):
+    (folder / "config.json").write_text(json.dumps({**cfg, "vocab_size": V + 1}))
+    with pytest.raises(ValueError, match=rf"'transformer\.wte\.weight'.*\({V}, {C}\).*"
+                                         rf"\({V + 1}, {C}\)"):
         convert.load_hf(folder)
 
 
 def test_unexpected_tensor_is_named(saved):
     folder, tensors = saved
-    tensors["transformer.h.2.ln_1.weight"] = torch.ones(64)
+    tensors["transformer.h.2.ln_1.weight"] = torch.ones(C)
     save_file(tensors, folder / "model.safetensors")
     with pytest.raises(ValueError, match=r"unexpected tensor 'transformer\.h\.2\.ln_1\.weight'"):
         convert.load_hf(folder)
@@ -172,7 +178,7 @@ def test_non_gpt2_configs_are_refused(kw, name, tmp_path):
 
 
 def test_one_kv_head_per_query_head_is_gpt2():
-    model = GPT(GPTConfig(**SMALL, n_kv_head=4))
+    model = GPT(GPTConfig(**SMALL, n_kv_head=SMALL["n_head"]))
     assert_same_logits(model, convert.to_hf(model))
 
 
@@ -188,7 +194,19 @@ def test_non_gpt2_hf_configs_are_refused(kw, name):
 
 def test_config_round_trip():
     for c in (GPTConfig(**SMALL), GPTConfig(**SMALL, mlp="relu", tie_weights=False, dropout=0.1,
-                                           mlp_hidden=80, norm_eps=1e-6)):
+                                           mlp_hidden=3 * C, norm_eps=1e-6)):
         assert convert.from_hf_config(convert.to_hf_config(c)) == c
         hf_cfg = GPT2Config(**convert.to_hf_config(c)).to_dict()
         assert convert.from_hf_config(hf_cfg) == c
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Written through a temporary name and a rename, but readable by others: an exported model
+    is meant to be shared (safetensors alone would write it 0600)."""
+    previous = os.umask(0o022)
+    try:
+        convert.save_hf(GPT(GPTConfig(**SMALL)), tmp_path / "hf")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "hf").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -1,4 +1,5 @@
-"""buildllm.data: the corpus loader's good and bad cases, served from a local HTTP server."""
+"""buildllm.data: the corpus loader's good and bad cases, served from a local HTTP server; the
+corpus as a cached array of token ids; random training windows and fixed evaluation windows."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from buildllm import data
+from buildllm.tokenizer import CharTokenizer, train_bpe
+from shared import TEXT
 
 BODY = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
@@ -122,29 +127,93 @@ def test_train_val_split_is_contiguous_90_10():
         data.train_val_split(seq, 1.0)
 
 
-def test_reproducible_fixes_seeds_and_threads():
-    import random
-
-    import numpy as np
-    import torch
-
-    from buildllm.repro import reproducible
-
-    reproducible(seed=7, threads=1)
-    a, b, c = torch.randn(3), np.random.rand(), random.random()
-    g = reproducible(seed=7, threads=1)
-    assert torch.equal(a, torch.randn(3)) and np.random.rand() == b and random.random() == c
-    assert torch.are_deterministic_algorithms_enabled()
-    assert "0.1235" in str(torch.tensor([0.123456]))  # 4 digits
-    assert torch.get_num_threads() == 1
-    fresh = torch.Generator().manual_seed(7)
-    assert torch.equal(torch.randn(2, generator=g), torch.randn(2, generator=fresh))
-    with pytest.raises(ValueError, match="threads"):
-        reproducible(threads=0)
-
-
 def test_data_files_are_not_committed():
     root = Path(__file__).resolve().parent.parent
     assert not list(root.glob("**/tinyshakespeare*.txt")) or all(
         ".venv" in p.parts or "_build" in p.parts for p in root.glob("**/tinyshakespeare*.txt")
     )
+
+
+# ---- the corpus as token ids -------------------------------------------------------------------
+
+
+def test_encode_corpus_is_cached_uint16(private_cache):
+    tok = CharTokenizer(TEXT)
+    ids = data.encode_corpus(tok, TEXT)
+    assert ids.dtype == np.uint16 and ids.shape == (len(TEXT),) and tok.decode(ids.tolist()) == TEXT
+    [cached] = (private_cache / "tokens").glob("*.npy")
+    assert tok.fingerprint() in cached.name
+
+    class Unusable(CharTokenizer):
+        def encode(self, text):
+            raise AssertionError("encoded again instead of read from the cache")
+
+    np.testing.assert_array_equal(data.encode_corpus(Unusable(TEXT), TEXT), ids)  # the cache
+    data.encode_corpus(CharTokenizer(TEXT + "~"), TEXT)  # another tokenizer: another entry
+    data.encode_corpus(tok, TEXT[:-1])  # another text: another entry
+    assert len(list((private_cache / "tokens").glob("*.npy"))) == 3
+    np.testing.assert_array_equal(data.encode_corpus(tok, TEXT[:50], cache=False), ids[:50])
+    assert len(list((private_cache / "tokens").glob("*.npy"))) == 3  # cache=False writes none
+
+
+def test_encode_corpus_refuses_ids_that_do_not_fit_in_uint16(private_cache):
+    big = CharTokenizer("".join(map(chr, range(0x100, 0x100 + 70_000))))
+    with pytest.raises(ValueError, match="70000 tokens does not fit in uint16"):
+        data.encode_corpus(big, "abc")  # checked before anything is encoded
+    assert not (private_cache / "tokens").exists()
+
+
+def test_a_damaged_token_cache_is_rebuilt(private_cache):
+    """A garbled token array in the cache is made again, not reported as the user's mistake."""
+    tok = train_bpe(TEXT, 280)
+    ids = data.encode_corpus(tok, TEXT)
+    [array] = (private_cache / "tokens").iterdir()
+    for damage in (b"garbage", b""):
+        array.write_bytes(damage)
+        np.testing.assert_array_equal(data.encode_corpus(tok, TEXT), ids)
+        assert np.load(array).dtype == np.uint16
+
+
+# ---- windows -------------------------------------------------------------------------------------
+
+
+def test_get_batch_targets_are_inputs_shifted():
+    ids = torch.arange(100)
+    x, y = data.get_batch(ids, 8, 4, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8) and x.dtype == torch.long
+    torch.testing.assert_close(x[:, 1:], y[:, :-1])
+    torch.testing.assert_close(y - x, torch.ones_like(x))  # consecutive ids: y = x + 1
+    # 10 ids, windows of 8 + 1: the only starts are 0 and 1, both drawn, from the generator
+    starts = {int(data.get_batch(torch.arange(10), 8, 1, g)[0][0, 0])
+              for g in [torch.Generator().manual_seed(s) for s in range(40)]}
+    assert starts == {0, 1}
+    state = torch.get_rng_state()
+    a = data.get_batch(ids, 8, 4, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], data.get_batch(ids, 8, 4, torch.Generator().manual_seed(5))[0])
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is not touched
+    x32, _ = data.get_batch(ids.int(), 8, 2)  # int32 ids (as training holds them) come out long
+    assert x32.dtype == torch.long
+
+
+def test_get_batch_too_short_text():
+    with pytest.raises(ValueError, match="8 tokens are too few for windows of block_size=8"):
+        data.get_batch(torch.arange(8), 8, 2)
+
+
+def test_eval_windows_score_every_token_once():
+    ids = torch.arange(35)
+    x, y = data.eval_windows(ids, 8)
+    assert x.shape == (4, 8)
+    torch.testing.assert_close(y.flatten(), torch.arange(1, 33))
+    torch.testing.assert_close(x.flatten(), torch.arange(0, 32))
+    x, _ = data.eval_windows(ids, 8, max_windows=2)
+    torch.testing.assert_close(x[:, 0], torch.tensor([0, 24]))  # the first and the last
+    x, _ = data.eval_windows(ids, 8, max_windows=10)  # more than there are: all of them
+    assert x.shape == (4, 8)
+
+
+def test_eval_windows_needs_at_least_one():
+    with pytest.raises(ValueError, match="max_windows must be at least 1"):
+        data.eval_windows(torch.arange(100), 8, 0)
+    with pytest.raises(ValueError, match="8 tokens are too few for one window of 8"):
+        data.eval_windows(torch.arange(8), 8)

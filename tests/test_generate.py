@@ -1,27 +1,27 @@
-"""Tests for buildllm.generate: sampling filters, the key/value cache, reproducibility, errors."""
+"""Tests for buildllm.generate: sampling filters, the key/value cache, reproducibility, streaming
+text, errors, and greedy decoding against Hugging Face's generate. (The command line that prints
+a sample, `buildllm generate`, is tested in test_cli.)"""
 
 from __future__ import annotations
 
-import argparse
-
+import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from buildllm import generate as gen
-from buildllm.model import GPT, GPTConfig
-from devices import CUDA
-from model_options import OPTIONS
+from buildllm.model import GPT
+from buildllm.tokenizer import BPETokenizer
+from shared import CUDA, OPTIONS, SMALL, small
 
-TINY = dict(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32)
-
+TINY = {**SMALL, "block_size": 24}  # room for a prompt and the tokens after it
 
 
 def tiny_model(seed: int = 0, **overrides) -> GPT:
     """A small random GPT whose logits are spread out (no near-ties between tokens)."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(**{**TINY, **overrides}))
+    model = GPT(small(**{**TINY, **overrides}))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -216,33 +216,47 @@ def test_generation_restores_training_mode_and_needs_no_grad():
     assert model.training
 
 
-class ByteTokenizer:
-    """One token per UTF-8 byte: a character can span several tokens."""
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids) -> str:
-        return bytes(ids).decode("utf-8", errors="replace")
+BYTES = BPETokenizer()  # no merges: one token per UTF-8 byte, so a character can span several
 
 
-def test_stream_text_holds_back_a_half_finished_character(monkeypatch):
-    target = list("aé€b".encode())
+def scripted(tokens: list[int]) -> GPT:
+    """A GPT that says ``tokens``, one per position, whatever the prompt: the blocks add nothing
+    (their output projections are zero), each position embeds as a different unit vector, and
+    the (untied) head maps position p's vector to ``tokens[p]``."""
+    n = len(tokens)
+    model = GPT(small(vocab_size=256, block_size=n + 1, n_layer=1, n_head=2, n_embd=2 * n,
+                      tie_weights=False))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for block in model.h:
+            block.ln_1.weight.fill_(1)
+            block.ln_2.weight.fill_(1)
+        model.ln_f.weight.fill_(1)
+        for pos, token in enumerate(tokens):
+            model.wpe.weight[pos, pos] = 1.0
+            model.lm_head.weight[token, pos] = 1.0
+    return model.eval()
 
-    def fake_stream(model, idx, n, **kw):
-        for t in target:
-            yield torch.tensor([t]), None
 
-    monkeypatch.setattr(gen, "stream", fake_stream)
-    assert list(gen.stream_text(None, ByteTokenizer(), "x", len(target))) == ["a", "é", "€", "b"]
+def test_stream_text_holds_back_a_half_finished_character():
+    target = list("aé€b".encode())  # 1, 2, 3 and 1 bytes
+    model = scripted(target)
+    assert gen.generate(model, [ord("x")], len(target), temperature=0)[1:].tolist() == target
+    pieces = list(gen.stream_text(model, BYTES, "x", len(target), temperature=0))
+    assert pieces == ["a", "é", "€", "b"]
+
+
+def test_stream_text_yields_what_is_left_of_a_cut_character_at_the_end():
+    model = scripted(list("a€".encode())[:3])  # the euro sign's first two bytes only
+    assert list(gen.stream_text(model, BYTES, "x", 3, temperature=0)) == ["a", "\ufffd"]
 
 
 def test_stream_text_pieces_add_up_to_the_generated_text():
     model = tiny_model(vocab_size=256)
-    tok = ByteTokenizer()
-    pieces = list(gen.stream_text(model, tok, "To be", 20, seed=0))
-    ids = gen.generate(model, tok.encode("To be"), 20, seed=0)[5:].tolist()
-    assert "".join(pieces) == tok.decode(ids)
+    pieces = list(gen.stream_text(model, BYTES, "To be", 20, seed=0))
+    ids = gen.generate(model, BYTES.encode("To be"), 20, seed=0)[5:].tolist()
+    assert "".join(pieces) == BYTES.decode(ids) and len(pieces) > 1
 
 
 # --- bad settings -----------------------------------------------------------------------------
@@ -283,12 +297,10 @@ def test_invalid_prompts_are_clear_errors():
     with pytest.raises(TypeError, match="dtype long"):
         gen.generate(model, torch.ones(1, 3), 1)
     with pytest.raises(ValueError, match="non-empty"):
-        list(gen.stream_text(model, ByteTokenizer(), "", 1))
+        list(gen.stream_text(model, BYTES, "", 1))
 
 
 def test_numpy_prompts_work_like_lists():
-    import numpy as np
-
     model = tiny_model()
     expected = gen.generate(model, [1, 2, 3], 4, temperature=0)
     assert torch.equal(gen.generate(model, np.array([1, 2, 3], dtype=np.uint16), 4,
@@ -305,19 +317,7 @@ def test_block_size_prompt_is_allowed_and_slides():
     assert out.shape == (27,)
 
 
-# --- the command line and an independent reference ------------------------------------------
-
-
-def test_cli_has_generate_and_sample():
-    parser = argparse.ArgumentParser(prog="buildllm")
-    gen.add_cli(parser.add_subparsers(dest="command"))
-    for name in ("generate", "sample"):
-        args = parser.parse_args([name, "--checkpoint", "d", "--prompt", "Hi", "--top-p", "0.9",
-                                  "--max-new-tokens", "5", "--seed", "1"])
-        assert args.func is gen._cli_generate and args.top_p == 0.9 and args.seed == 1
-    args = parser.parse_args(["generate", "--checkpoint", "d", "--prompt", "Hi", "--top-p", "2"])
-    with pytest.raises(ValueError, match="top_p"):  # checked before any checkpoint is read
-        args.func(args)
+# --- an independent reference, and a GPU ---------------------------------------------------
 
 
 def test_greedy_equals_hugging_face_generate():
@@ -334,49 +334,6 @@ def test_greedy_equals_hugging_face_generate():
         theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                              generation_config=config)
     assert torch.equal(ours, theirs)
-
-
-def test_cli_streams_a_sample_from_a_checkpoint(tmp_path, capsys):
-    from buildllm.checkpoint import save_checkpoint
-    from buildllm.tokenizer import CharTokenizer
-
-    tok = CharTokenizer("abcdefgh ijklmnop\n")
-    model = tiny_model(vocab_size=tok.vocab_size)
-    save_checkpoint(tmp_path / "ckpt", model, tok)
-    parser = argparse.ArgumentParser(prog="buildllm")
-    gen.add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sample", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "abc",
-                              "--max-new-tokens", "15", "--top-k", "5", "--seed", "7"])
-    assert args.func(args) == 0
-    expected = gen.generate(model, tok.encode("abc"), 15, top_k=5, seed=7)[3:].tolist()
-    assert capsys.readouterr().out == "abc" + tok.decode(expected) + "\n"
-
-
-def test_cli_device_option(tmp_path, capsys):
-    """--device cpu samples as before; a device this machine lacks is a clear error."""
-    from buildllm.checkpoint import save_checkpoint
-    from buildllm.tokenizer import CharTokenizer
-
-    tok = CharTokenizer("abcdefgh ijklmnop\n")
-    save_checkpoint(tmp_path / "ckpt", tiny_model(vocab_size=tok.vocab_size), tok)
-    parser = argparse.ArgumentParser(prog="buildllm")
-    gen.add_cli(parser.add_subparsers(dest="command"))
-    common = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "abc",
-              "--max-new-tokens", "4", "--temperature", "0"]
-    args = parser.parse_args(common)
-    assert args.device == "cpu" and args.func(args) == 0
-    on_cpu = capsys.readouterr().out
-    args = parser.parse_args([*common, "--device", "cpu"])
-    assert args.func(args) == 0 and capsys.readouterr().out == on_cpu
-    if not torch.cuda.is_available():
-        args = parser.parse_args([*common, "--device", "cuda"])
-        with pytest.raises(ValueError, match="sees no CUDA GPU"):
-            args.func(args)
-    # a prompt the tokenizer refuses fails before anything is printed
-    args = parser.parse_args([*common[:3], "--prompt", "xyz"])
-    with pytest.raises(ValueError, match="'x' was not in the text"):
-        args.func(args)
-    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("device", [CUDA])

@@ -1,5 +1,5 @@
-"""buildllm.layers: the written-out norms equal the modules and PyTorch; the feed-forward network
-works token by token; the block is pre-norm with residual connections."""
+"""buildllm.layers: the feed-forward network (GPT-2's GELU, ReLU, Llama's SwiGLU) works token by
+token and equals its formula; the block is pre-norm with residual connections."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from buildllm.layers import (
-    Block,
-    FeedForward,
-    LayerNorm,
-    RMSNorm,
-    SwiGLU,
-    layer_norm,
-    make_norm,
-    rms_norm,
-)
-from buildllm.model import GPTConfig
-
-
-def small(**kw) -> GPTConfig:
-    return GPTConfig(**{**dict(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32), **kw})
+from buildllm.attention import KVCache
+from buildllm.layers import Block, FeedForward, SwiGLU
+from buildllm.norms import LayerNorm, RMSNorm
+from shared import SMALL, small
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -32,48 +21,7 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_layer_norm_equals_torch(bias):
-    torch.manual_seed(0)
-    x = torch.randn(3, 5, 32) * 4 + 2
-    ours = randomize(LayerNorm(32, bias=bias))
-    ref = nn.LayerNorm(32, bias=bias)
-    ref.load_state_dict(ours.state_dict())
-    torch.testing.assert_close(ours(x), ref(x))
-    torch.testing.assert_close(layer_norm(x, ours.weight, ours.bias), ref(x))
-
-
-def test_layer_norm_gives_mean_0_variance_1_before_scaling():
-    x = torch.randn(4, 7, 64) * 10 - 3
-    y = LayerNorm(64)(x)
-    torch.testing.assert_close(y.mean(-1), torch.zeros(4, 7), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(4, 7), atol=1e-3, rtol=0)
-
-
-def test_layer_norm_is_per_token():
-    x = torch.randn(2, 6, 16)
-    norm = randomize(LayerNorm(16))
-    y = norm(x)
-    x2 = x.clone()
-    x2[:, 3] += torch.randn(2, 16)  # change one token: only its output may change
-    y2 = norm(x2)
-    changed = (y - y2).abs().amax(-1) > 1e-4
-    assert changed[:, 3].all() and changed.sum() == 2
-
-
-def test_rms_norm_equals_formula_and_torch():
-    x = torch.randn(3, 5, 32) * 3
-    ours = randomize(RMSNorm(32, eps=1e-6))
-    ref = nn.RMSNorm(32, eps=1e-6)
-    ref.load_state_dict(ours.state_dict())
-    torch.testing.assert_close(ours(x), ref(x))
-    torch.testing.assert_close(rms_norm(x, ours.weight, 1e-6), ref(x))
-
-
-def test_make_norm_follows_config():
-    assert isinstance(make_norm(small()), LayerNorm)
-    assert make_norm(small(bias=False)).bias is None
-    assert isinstance(make_norm(small(norm="rmsnorm")), RMSNorm)
+# ---- the feed-forward network ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mlp, act", [("gelu", lambda h: nn.functional.gelu(h, approximate="tanh")),
@@ -95,6 +43,34 @@ def test_gelu_is_gpt2_gelu_new():
     torch.testing.assert_close(ffn.act(x), gelu_new)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_swiglu_matches_the_formula(bias):
+    torch.manual_seed(3)
+    ffn = randomize(SwiGLU(small(mlp="swiglu", bias=bias))).eval()
+    assert (ffn.gate.bias is None) != bias and (ffn.c_proj.bias is None) != bias
+    x = torch.randn(2, 7, SMALL["n_embd"])
+    # Shazeer: FFN_SwiGLU(x) = (Swish(x W) * (x V)) W2, with Swish(z) = z * sigmoid(z).
+    W, Vm, W2 = ffn.gate.weight.T, ffn.up.weight.T, ffn.c_proj.weight.T
+    a, u = x @ W, x @ Vm
+    if bias:
+        a, u = a + ffn.gate.bias, u + ffn.up.bias
+    ref = (a * (1 / (1 + torch.exp(-a))) * u) @ W2
+    if bias:
+        ref = ref + ffn.c_proj.bias
+    torch.testing.assert_close(ffn(x), ref)
+
+
+def test_swiglu_gate_closed_gives_zero():
+    """When the gate's pre-activation is very negative, silu ~ 0 and the output vanishes."""
+    ffn = randomize(SwiGLU(small(mlp="swiglu", bias=True))).eval()
+    with torch.no_grad():
+        ffn.gate.weight.zero_()
+        ffn.gate.bias.fill_(-40.0)
+        ffn.c_proj.bias.zero_()
+    out = ffn(torch.randn(3, SMALL["n_embd"]))
+    torch.testing.assert_close(out, torch.zeros_like(out))
+
+
 @pytest.mark.parametrize("mlp", ["gelu", "relu", "swiglu"])
 def test_feed_forward_mixes_nothing_across_positions(mlp):
     cfg = small(mlp=mlp)
@@ -110,13 +86,29 @@ def test_feed_forward_mixes_nothing_across_positions(mlp):
 
 def test_hidden_width_can_be_set():
     ffn = FeedForward(small(mlp_hidden=48))
-    assert ffn.c_fc.out_features == 48
-    assert SwiGLU(small(mlp="swiglu")).gate.out_features == small(mlp="swiglu").hidden_dim
+    assert ffn.c_fc.out_features == 48 and ffn.c_proj.in_features == 48
+    swiglu = SwiGLU(small(mlp="swiglu"))
+    assert swiglu.gate.out_features == swiglu.up.out_features == small(mlp="swiglu").hidden_dim
 
 
-def test_block_is_pre_norm_residual():
+def test_dropout_acts_in_train_mode_only():
+    ffn = randomize(FeedForward(small(dropout=0.5)))
+    x = torch.randn(2, 6, 32)
+    torch.testing.assert_close(ffn.eval()(x), ffn(x))
+    ffn.train()
+    assert (ffn(x) == 0).float().mean() > 0.3  # about half the outputs dropped
+
+
+# ---- the block ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, norm, mlp", [({}, LayerNorm, FeedForward),
+                                           (dict(norm="rmsnorm", mlp="swiglu"), RMSNorm, SwiGLU)])
+def test_block_is_pre_norm_residual(kw, norm, mlp):
     torch.manual_seed(0)
-    block = randomize(Block(small())).eval()
+    block = randomize(Block(small(**kw))).eval()
+    assert isinstance(block.ln_1, norm) and isinstance(block.ln_2, norm)
+    assert isinstance(block.mlp, mlp)
     x = torch.randn(2, 7, 32)
     h = x + block.attn(block.ln_1(x))
     torch.testing.assert_close(block(x), h + block.mlp(block.ln_2(h)))
@@ -141,3 +133,11 @@ def test_block_with_zero_branches_is_identity():
         block.mlp.c_proj.bias.zero_()
     x = torch.randn(2, 5, 32)
     torch.testing.assert_close(block(x), x)
+
+
+def test_block_with_a_cache_equals_the_full_sequence():
+    block = randomize(Block(small(pos_encoding="rope", n_kv_head=2))).eval()
+    x = torch.randn(2, 9, 32)
+    kv = KVCache(2, block.attn.n_kv_head, 16, block.attn.head_dim)
+    parts = [block(x[:, :5], kv), block(x[:, 5:6], kv), block(x[:, 6:], kv)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), block(x), atol=1e-5, rtol=1e-4)

@@ -1,123 +1,130 @@
-"""Tests of buildllm.train and the token batches of buildllm.data: the loss per character, the
-schedule, exact resume, NaN detection, 2 processes == 1 process, a short run whose loss falls."""
+"""buildllm.train: the configuration and its checks, the run's data (tokenizer, splits, windows),
+the loss per character, the optimizer and schedule, one step (clipping, a non-finite loss), the
+log, the processes, and whole runs: the loss falls, bfloat16 trains like float32, a resumed run
+continues exactly, a time budget stops the run, 2 processes == 1 process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
+import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from buildllm import checkpoint, data, train
-from buildllm.tokenizer import BPETokenizer, CharTokenizer
-from devices import CUDA, DEVICES
+from buildllm.config import GPTConfig
+from buildllm.model import GPT
+from buildllm.tokenizer import BPETokenizer, CharTokenizer, train_bpe
+from shared import CUDA, DEVICES, TEXT, TINY, losses, tiny
 
-ROOT = Path(__file__).resolve().parent.parent
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
-        * 120)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
+CPU = torch.device("cpu")
 
 
-def tiny(**overrides) -> train.TrainConfig:
-    settings_ = dict(model={"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32},
-                     tokenizer="char", batch_size=8, max_steps=20, lr=3e-3, min_lr=3e-4,
-                     warmup_steps=5, eval_interval=10, eval_windows=8, log_interval=1)
-    return train.TrainConfig.from_dict({**settings_, **overrides})
+# -- the configuration -------------------------------------------------------------------------
 
 
-def losses(log: list[dict]) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in log if "loss" in r]
+def test_config_errors_name_the_value(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer must be one of .*'words'"):
+        tiny(tokenizer="words")
+    with pytest.raises(ValueError, match="dtype must be one of .*'float16'"):
+        tiny(dtype="float16")
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['bogus'\]"):
+        train.TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="a training config is a JSON object, got list"):
+        train.TrainConfig.from_dict([])
+    with pytest.raises(ValueError, match="neither a recipe"):
+        train.TrainConfig.from_json(tmp_path / "missing.json")
+    for field in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval",
+                  "vocab_size"):
+        for value in (0, -1, 2.5, True):
+            with pytest.raises(ValueError, match=f"{field} must be a positive integer"):
+                tiny(**{field: value})
+    for value in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            tiny(seed=value)
+    assert tiny(seed=0).seed == 0
+    for value in (0, -1, float("inf"), "60"):
+        with pytest.raises(ValueError, match="max_seconds must be positive"):
+            tiny(max_seconds=value)
+    for lrs in (dict(lr=1e-3, min_lr=1e-2), dict(min_lr=-1.0), dict(lr=float("nan"))):
+        with pytest.raises(ValueError, match="need 0 <= min_lr <= lr"):
+            tiny(**lrs)
+    with pytest.raises(ValueError, match="model must be an object of GPTConfig fields"):
+        tiny(model="book")
 
 
-# -- batches ---------------------------------------------------------------------------------
-
-def test_get_batch_targets_are_inputs_shifted():
-    ids = torch.arange(100)
-    x, y = data.get_batch(ids, 8, 4, torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == (4, 8) and x.dtype == torch.long
-    torch.testing.assert_close(x[:, 1:], y[:, :-1])
-    torch.testing.assert_close(y - x, torch.ones_like(x))  # consecutive ids: y = x + 1
-    # 10 ids, windows of 8 + 1: the only starts are 0 and 1, both drawn, from the generator
-    starts = {int(data.get_batch(torch.arange(10), 8, 1, g)[0][0, 0])
-              for g in [torch.Generator().manual_seed(s) for s in range(40)]}
-    assert starts == {0, 1}
-    state = torch.get_rng_state()
-    a = data.get_batch(ids, 8, 4, torch.Generator().manual_seed(5))
-    assert torch.equal(a[0], data.get_batch(ids, 8, 4, torch.Generator().manual_seed(5))[0])
-    assert torch.equal(torch.get_rng_state(), state)  # the global generator is not touched
+def test_json_files_and_their_errors(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(TINY))
+    assert train.TrainConfig.from_json(path) == tiny()
+    assert train.TrainConfig.from_json(str(path)) == tiny()
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="mine.json is not a JSON file of training options"):
+        train.TrainConfig.from_json(path)
+    path.write_text(json.dumps({**TINY, "max_steps": 0}))
+    with pytest.raises(ValueError, match="mine.json: max_steps must be a positive integer"):
+        train.TrainConfig.from_json(path)
 
 
-def test_get_batch_too_short_text():
-    with pytest.raises(ValueError, match="block_size=8"):
-        data.get_batch(torch.arange(8), 8, 2)
+def test_model_config_takes_the_tokenizers_vocabulary():
+    cfg = tiny().model_config(vocab_size=65)
+    assert cfg == GPTConfig(vocab_size=65, **TINY["model"])
+    book = tiny(model={"preset": "book", "n_layer": 2}).model_config(300)
+    assert (book.vocab_size, book.n_layer, book.n_embd) == (300, 2, 128)  # the preset, changed
+    assert train.TrainConfig.from_dict(tiny().to_dict()) == tiny()
+    with pytest.raises(ValueError, match="unknown GPTConfig field"):
+        tiny(model={"layers": 2}).model_config(65)
 
 
-def test_eval_windows_score_every_token_once():
-    ids = torch.arange(35)
-    x, y = data.eval_windows(ids, 8)
-    assert x.shape == (4, 8)
-    torch.testing.assert_close(y.flatten(), torch.arange(1, 33))
-    x, _ = data.eval_windows(ids, 8, max_windows=2)
-    torch.testing.assert_close(x[:, 0], torch.tensor([0, 24]))  # the first and the last
+# -- data ----------------------------------------------------------------------------------------
 
 
-def test_damaged_caches_are_rebuilt(tmp_path):
-    """A truncated tokenizer file or a garbled token array in the cache is made again, not
-    reported as the user's mistake."""
-    config = train.TrainConfig.from_dict({"tokenizer": "bpe", "vocab_size": 280})
+def test_make_tokenizer_caches_bpe_and_rebuilds_a_damaged_cache(private_cache):
+    """A truncated tokenizer file in the cache is made again, not reported as the user's
+    mistake."""
+    assert train.make_tokenizer(tiny(), TEXT).chars == CharTokenizer(TEXT).chars
+    config = tiny(tokenizer="bpe", vocab_size=280)
     tok = train.make_tokenizer(config, TEXT)
-    [cached] = (data.cache_dir() / "tokenizers").iterdir()
-    cached.write_text(cached.read_text()[:100])
+    assert isinstance(tok, BPETokenizer) and tok.merges == train_bpe(TEXT, 280).merges
+    [cached] = (private_cache / "tokenizers").iterdir()
+    lie = {**tok.to_dict(), "merges": [], "special_tokens": {"<|endoftext|>": 256}}
+    cached.write_text(json.dumps(lie))  # a cache that lies ...
+    assert train.make_tokenizer(config, TEXT).merges == []  # ... is read: it is the cache
+    cached.write_text(cached.read_text()[:100])  # a damaged one is learned again
     assert train.make_tokenizer(config, TEXT).merges == tok.merges
-    ids = data.encode_corpus(tok, TEXT)
-    [array] = (data.cache_dir() / "tokens").iterdir()
-    array.write_bytes(b"garbage")
-    np.testing.assert_array_equal(data.encode_corpus(tok, TEXT), ids)
-    assert np.load(array).dtype == np.uint16
+    assert train.make_tokenizer(config, TEXT[:-1]).merges != []  # another text, another entry
+    assert len(list((private_cache / "tokenizers").iterdir())) == 2
 
 
-def test_eval_windows_needs_at_least_one():
-    with pytest.raises(ValueError, match="max_windows must be at least 1"):
-        data.eval_windows(torch.arange(100), 8, 0)
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_prepare_data(kind):
+    """BPE learns from the training 90% only; a character tokenizer takes its alphabet from the
+    whole text. The splits are cut as text, so every tokenizer is measured on the same text."""
+    text = TEXT + "Ça va?"  # 'Ç' and '?' only in the last 10%
+    config = tiny(tokenizer=kind, vocab_size=300)
+    d = train.prepare_data(config, text)
+    train_text, val_text = data.train_val_split(text)
+    if kind == "char":
+        assert d.tokenizer.chars == sorted(set(text))
+    else:
+        assert d.tokenizer.merges == train_bpe(train_text, 300).merges
+    assert d.tokenizer.decode(d.train_ids.tolist()) == train_text
+    assert d.tokenizer.decode(d.val_ids.tolist()) == val_text
+    torch.testing.assert_close(d.counts, torch.tensor(d.tokenizer.token_chars()))
+    assert d.val_x.shape == d.val_y.shape == (config.eval_windows, 16)
+    torch.testing.assert_close(d.val_x[:, 1:], d.val_y[:, :-1])
 
 
-def test_encode_corpus_is_cached_uint16():
-    tok = CharTokenizer(TEXT)
-    ids = data.encode_corpus(tok, TEXT)
-    assert ids.dtype == np.uint16 and tok.decode(ids.tolist()) == TEXT
-    assert len(list((data.cache_dir() / "tokens").glob("*.npy"))) == 1
-    def no_encoding(text):
-        raise AssertionError("encoded again instead of read from the cache")
-
-    tok.encode = no_encoding
-    np.testing.assert_array_equal(data.encode_corpus(tok, TEXT), ids)  # from the cache
-    other = CharTokenizer(TEXT + "~")  # another tokenizer: another cache entry
-    with pytest.raises(ValueError, match="does not fit in uint16"):
-        data.encode_corpus(SimpleNamespace(vocab_size=70_000), TEXT)  # checked before all else
-    data.encode_corpus(other, TEXT)
-    assert len(list((data.cache_dir() / "tokens").glob("*.npy"))) == 2
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.text(max_size=40))
-def test_char_counts_sum_to_the_characters(text):
-    counts = data.char_counts(BPE)
-    assert int(counts[BPE.encode(text)].sum()) == len(text)
-
-
-BPE = BPETokenizer().train("héllo wörld, hello world! ünïcode " * 20, 300)
+def test_prepare_data_reads_the_corpus_by_default(monkeypatch):
+    monkeypatch.setattr(data, "load_text", lambda: TEXT)
+    assert train.prepare_data(tiny()).tokenizer.chars == CharTokenizer(TEXT).chars
 
 
 # -- the loss per character --------------------------------------------------------------------
@@ -148,19 +155,37 @@ def test_bits_per_char_by_hand():
         {"nats_per_char": 2 * math.log(2), "bits_per_char": 2.0})
 
 
+def test_evaluate_does_not_depend_on_its_batch_size_and_keeps_the_mode():
+    tok = CharTokenizer(TEXT)
+    ids = torch.tensor(tok.encode(TEXT))
+    x, y = data.eval_windows(ids, 16)
+    assert len(x) > 130  # several batches of 64
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2,
+                          n_embd=16, dropout=0.5))
+    counts = torch.tensor(tok.token_chars())
+    one = train.evaluate(model, x, y, counts, batch_size=1)  # dropout off while evaluating
+    assert model.training  # ... and back on after
+    many = train.evaluate(model, x, y, counts, batch_size=64)
+    assert one == pytest.approx(many, rel=1e-5)
+    first_batch = train.evaluate(model, x[:64], y[:64], counts)
+    assert first_batch["loss"] != pytest.approx(many["loss"], rel=1e-6)
+    assert train.evaluate(model.eval(), x, y, counts) == many
+    assert not model.training
+
+
 # -- optimizer and schedule --------------------------------------------------------------------
 
 def test_weight_decay_only_on_matrices():
-    from buildllm.model import GPT
-
     config = tiny()
     model = GPT(config.model_config(10))
-    decay, no_decay = train.make_optimizer(model, config).param_groups
+    optimizer = train.make_optimizer(model, config)
+    decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == config.weight_decay and no_decay["weight_decay"] == 0
     assert all(p.dim() == 2 for p in decay["params"])
     assert all(p.dim() == 1 for p in no_decay["params"])
     n = sum(p.numel() for p in decay["params"] + no_decay["params"])
     assert n == sum(p.numel() for p in model.parameters())
+    assert decay["betas"] == (config.beta1, config.beta2) and decay["lr"] == config.lr
 
 
 def test_learning_rate_warmup_then_cosine():
@@ -169,46 +194,179 @@ def test_learning_rate_warmup_then_cosine():
     assert warm == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert train.learning_rate(50, 0.5, c) == pytest.approx(0.55)
     assert train.learning_rate(100, 1.0, c) == pytest.approx(0.1)
+    assert train.learning_rate(100, 1.7, c) == pytest.approx(0.1)  # past the end: min_lr
     decay = [train.learning_rate(s, s / 100, c) for s in range(4, 101)]
     assert all(a >= b for a, b in zip(decay, decay[1:]))
 
 
-def test_config_errors_name_the_value(tmp_path):
-    with pytest.raises(ValueError, match="'words'"):
-        tiny(tokenizer="words")
-    with pytest.raises(ValueError, match="bogus"):
-        train.TrainConfig.from_dict({"bogus": 1})
-    with pytest.raises(ValueError, match="neither a recipe"):
-        train.TrainConfig.from_json(tmp_path / "missing.json")
+# -- one step ----------------------------------------------------------------------------------
+
+def fresh_run(grad_clip: float = 1.0):
+    """A new run and a fixed batch for one step: (config, run, x, y)."""
+    config = tiny(grad_clip=grad_clip)
+    run = train.start_run(config, 20, CPU)
+    x = torch.randint(0, 20, (4, 16), generator=torch.Generator().manual_seed(0))
+    return config, run, x, torch.roll(x, -1, dims=1)
 
 
-@pytest.mark.parametrize("name", sorted(train.RECIPES))
-def test_config_files_are_the_recipes(name):
-    from_file = train.TrainConfig.from_json(ROOT / "configs" / f"{name}.json")
-    assert from_file == train.TrainConfig.from_json(name)
+def test_start_run_is_seeded():
+    a, b = train.start_run(tiny(), 20, CPU), train.start_run(tiny(), 20, CPU)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(a.batches.get_state(), b.batches.get_state())
+    c = train.start_run(tiny(seed=7), 20, CPU)
+    assert not torch.equal(c.model.wte.weight, a.model.wte.weight)
+    assert (a.step, a.seconds) == (0, 0.0)
 
 
-def test_resolve_device_explains_what_is_missing():
-    assert train.resolve_device("cpu") == torch.device("cpu")
+def test_gradient_clipping():
+    """The returned norm is the norm before clipping; the optimizer sees at most grad_clip.
+    grad_clip=0 turns clipping off and returns no norm."""
+    config, run, x, y = fresh_run(grad_clip=0.01)
+    loss, norm = train.train_step(run.model, run, x, y, 1e-3, config)
+    grads = torch.stack([p.grad.norm() for p in run.model.parameters()]).norm()
+    assert norm > 0.01  # would have been clipped ...
+    assert grads.item() == pytest.approx(0.01, rel=1e-4)  # ... and was
+    assert loss.item() > 0 and not loss.requires_grad
+    assert all(g["lr"] == 1e-3 for g in run.optimizer.param_groups)  # the step's learning rate
+    config, run, x, y = fresh_run(grad_clip=0.0)
+    _, norm = train.train_step(run.model, run, x, y, 1e-3, config)
+    assert norm is None
+    assert torch.stack([p.grad.norm() for p in run.model.parameters()]).norm() > 0.01
+
+
+def test_a_non_finite_loss_stops_before_the_weights_change():
+    config, run, x, y = fresh_run()
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+
+    def exploding(x, y):
+        _, loss = run.model(x, y)
+        return None, loss * float("nan")
+
+    run.step = 7
+    with pytest.raises(train.NonFiniteLossError, match=r"loss is nan at step 7 \(learning rate "
+                                                       r"0.001\).*Lower lr"):
+        train.train_step(exploding, run, x, y, 1e-3, config)
+    assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in before.items())
+    train.train_step(run.model, run, x, y, 1e-3, config)  # a finite loss: the weights move
+    assert any(not torch.equal(v, run.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_diverging_run_is_caught():
+    with pytest.raises(train.NonFiniteLossError, match="at step 1 .*Lower lr .*now 1e\\+30"):
+        train.train(tiny(lr=1e30, min_lr=0.0, warmup_steps=1, grad_clip=0.0), text=TEXT)
+
+
+# -- the log -------------------------------------------------------------------------------------
+
+def test_run_log(tmp_path):
+    path = tmp_path / "out" / "log.jsonl"
+    log = train.RunLog(path)
+    log.start(None)  # a new run: a new (empty) log in a new folder
+    assert path.read_text() == ""
+    for step in (1, 2, 3):
+        log.add({"step": step, "loss": 1.0 / step})
+    assert [json.loads(line) for line in path.open()] == log.records
+    resumed = train.RunLog(path)
+    resumed.start(2)  # resuming from step 2: the records after it are dropped, here too
+    assert [r["step"] for r in resumed.records] == [1, 2]
+    assert [json.loads(line)["step"] for line in path.open()] == [1, 2]
+    train.RunLog(path).start(None)
+    assert path.read_text() == ""
+    memory = train.RunLog(None)  # no folder: records in memory only
+    memory.start(None)
+    memory.add({"step": 1})
+    assert memory.records == [{"step": 1}] and list(tmp_path.iterdir()) == [path.parent]
+
+
+# -- processes and progress --------------------------------------------------------------------
+
+def test_one_process():
+    procs = train.Processes.start(tiny())
+    assert (procs.rank, procs.world, procs.device) == (0, 1, CPU)
+    x, y = torch.arange(8).view(4, 2), torch.arange(8).view(4, 2) + 1
+    sx, sy = procs.share(x, y)
+    assert torch.equal(sx, x) and torch.equal(sy, y)  # one process takes the whole batch
+    assert procs.reduce(torch.tensor(2.5)) == 2.5 and procs.reduce(3, "max") == 3.0
+
+
+def test_each_process_takes_its_part_of_the_batch():
+    x, y = torch.arange(8).view(4, 2), torch.arange(8).view(4, 2) + 1
+    parts = [train.Processes(rank, 2, CPU).share(x, y) for rank in (0, 1)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x)
+    assert torch.equal(parts[1][1], y[2:])
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_data_is_read(monkeypatch):
+    def no_corpus():
+        raise AssertionError("the corpus was read before the device was checked")
+
+    monkeypatch.setattr(data, "load_text", no_corpus)
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
-        train.resolve_device("gpu")
-    with pytest.raises(ValueError, match="runs on cpu, cuda or mps"):
-        train.resolve_device("meta")
+        train.train(tiny(device="gpu"))
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="sees no CUDA GPU; use --device cpu"):
-            train.resolve_device("cuda")
-        with pytest.raises(ValueError, match="no CUDA GPU"):  # before any data is read
-            train.train(tiny(device="cuda"), text=TEXT)
-    else:
-        n = torch.cuda.device_count()
-        with pytest.raises(ValueError, match=f"has {n} GPU"):
-            train.resolve_device(f"cuda:{n}")
-    if not torch.backends.mps.is_available():
-        with pytest.raises(ValueError, match="no Apple GPU"):
-            train.resolve_device("mps")
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            train.train(tiny(device="cuda"))
 
 
-# -- training ----------------------------------------------------------------------------------
+def test_progress_counts_steps_or_seconds_whichever_is_further():
+    procs = train.Processes(0, 1, CPU)
+    run = train.start_run(tiny(), 20, CPU)
+    run.step, run.seconds = 5, 30.0
+    assert train.run_progress(run, tiny(max_steps=20), procs) == 0.25
+    assert train.run_progress(run, tiny(max_steps=20, max_seconds=60), procs) == 0.5
+    assert train.run_progress(run, tiny(max_steps=10, max_seconds=600), procs) == 0.5
+
+
+def test_progress_bar(capsys):
+    quiet = train.ProgressBar(False)
+    quiet.update(0.5, 10, torch.tensor(1.0))
+    quiet.close()
+    assert capsys.readouterr() == ("", "")
+    bar = train.ProgressBar(True)
+    bar.update(0.42, 10, torch.tensor(1.25))
+    bar.close()
+    err = capsys.readouterr().err
+    assert "42%" in err and "step=10" in err and "loss=1.250" in err
+
+
+def test_autocast():
+    assert train.make_autocast(tiny(), CPU) is contextlib.nullcontext
+    with train.make_autocast(tiny(dtype="bfloat16"), CPU)():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+# -- whole runs ----------------------------------------------------------------------------------
+
+def test_short_run_loss_falls(tmp_path):
+    result = train.train(tiny(max_steps=40), tmp_path / "run", text=TEXT)
+    evals = [r for r in result.log if "val_loss" in r]
+    assert [r["step"] for r in evals] == [0, 10, 20, 30]
+    assert result.final["loss"] < 0.7 * evals[0]["val_loss"]
+    first, last = losses(result.log)[0][1], losses(result.log)[-1][1]
+    assert last < 0.7 * first
+    assert result.log[-1]["step"] == 40 and "final_bits_per_char" in result.log[-1]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").open()]
+    assert logged == json.loads(json.dumps(result.log))  # the file holds the same records
+    assert result.out_dir == tmp_path / "run"
+    model, tok = checkpoint.load_model(tmp_path / "run")
+    assert tok.vocab_size == model.config.vocab_size == len(set(TEXT))
+    for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_character_only_in_the_validation_text_is_no_error():
+    text = TEXT + "Ça va?"  # 'Ç' and '?' only in the last 10%
+    result = train.train(tiny(max_steps=2), text=text)
+    assert "Ç" in result.tokenizer.chars and result.final["loss"] > 0
+
+
+def test_a_bpe_run():
+    result = train.train(tiny(tokenizer="bpe", vocab_size=300, max_steps=4), text=TEXT,
+                         final_eval_windows=2)
+    assert isinstance(result.tokenizer, BPETokenizer) and result.model.config.vocab_size == 300
+    assert result.final["chars_per_token"] > 1.5  # tokens of several characters
+
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_bfloat16_autocast_trains_like_float32(tmp_path, device):
@@ -244,86 +402,28 @@ def test_trained_on_a_gpu_loads_on_the_cpu(tmp_path, device, dtype):
     torch.testing.assert_close(gpu_logits.cpu(), cpu_logits, rtol=1e-4, atol=1e-4)
 
 
-def test_gradient_clipping(monkeypatch):
-    """The logged norm is the norm before clipping; the optimizer sees at most grad_clip.
-    grad_clip=0 turns clipping off and logs no norm."""
-    seen = []
-    step = torch.optim.AdamW.step
+def crashing_clock(at_reading: int):
+    """A clock that takes the machine down at its n-th reading (each step reads it twice)."""
+    readings = iter(range(1, 10**6))
 
-    def record(self, *args, **kwargs):
-        grads = [p.grad for group in self.param_groups for p in group["params"]
-                 if p.grad is not None]
-        seen.append(float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(g) for g in grads]))))
-        return step(self, *args, **kwargs)
+    def clock() -> float:
+        if next(readings) == at_reading:
+            raise KeyboardInterrupt("the machine went down")
+        return time.perf_counter()
 
-    monkeypatch.setattr(torch.optim.AdamW, "step", record)
-    result = train.train(tiny(max_steps=5, grad_clip=0.01), text=TEXT)
-    norms = [r["grad_norm"] for r in result.log if "grad_norm" in r]
-    assert all(n > 0.01 for n in norms)  # would have been clipped ...
-    assert max(seen) == pytest.approx(0.01, rel=1e-4)  # ... and was
-    seen.clear()
-    result = train.train(tiny(max_steps=5, grad_clip=0.0), text=TEXT)
-    assert all(r["grad_norm"] is None for r in result.log if "grad_norm" in r)
-    assert max(seen) > 0.01  # not clipped
-
-
-def test_evaluate_does_not_depend_on_its_batch_size():
-    tok = CharTokenizer(TEXT)
-    ids = torch.tensor(tok.encode(TEXT))
-    x, y = data.eval_windows(ids, 16)
-    assert len(x) > 130  # several batches of 64
-    model = train.GPT(train.GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1,
-                                      n_head=2, n_embd=16))
-    counts = data.char_counts(tok)
-    one = train.evaluate(model, x, y, counts, batch_size=1)
-    many = train.evaluate(model, x, y, counts, batch_size=64)
-    assert one == pytest.approx(many, rel=1e-5)
-    first_batch = train.evaluate(model, x[:64], y[:64], counts)
-    assert first_batch["loss"] != pytest.approx(many["loss"], rel=1e-6)
-
-
-def test_a_character_only_in_the_validation_text_is_no_error():
-    text = TEXT + "Ça va?"  # 'Ç' and '?' only in the last 10%
-    result = train.train(tiny(max_steps=2), text=text)
-    assert "Ç" in result.tokenizer.chars and result.final["loss"] > 0
-
-
-def test_short_run_loss_falls(tmp_path):
-    result = train.train(tiny(max_steps=40), tmp_path / "run", text=TEXT)
-    evals = [r for r in result.log if "val_loss" in r]
-    assert evals[0]["step"] == 0 and evals[-1]["step"] == 30
-    assert result.final["loss"] < 0.7 * evals[0]["val_loss"]
-    first, last = losses(result.log)[0][1], losses(result.log)[-1][1]
-    assert last < 0.7 * first
-    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").open()]
-    assert logged == json.loads(json.dumps(result.log))  # the file holds the same records
-    from buildllm.checkpoint import load_model
-
-    model, tok = load_model(tmp_path / "run")
-    assert tok.vocab_size == model.config.vocab_size == len(set(TEXT))
+    return clock
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_resume_continues_exactly(tmp_path, monkeypatch, device):
+def test_resume_continues_exactly(tmp_path, device):
     """With dropout, so that every random state (on a GPU, the GPU's too) must be restored."""
     config = tiny(max_steps=24, eval_interval=8, device=device, model={
         "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.1})
     whole = train.train(config, tmp_path / "whole", text=TEXT)
-
-    calls = {"n": 0}
-    get_batch = data.get_batch
-
-    def crash_at_step_13(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 13:
-            raise KeyboardInterrupt("the machine went down")
-        return get_batch(*args, **kwargs)
-
-    monkeypatch.setattr(data, "get_batch", crash_at_step_13)
-    with pytest.raises(KeyboardInterrupt):
-        train.train(config, tmp_path / "part", text=TEXT)
-    monkeypatch.setattr(data, "get_batch", get_batch)
+    with pytest.raises(KeyboardInterrupt):  # down at step 13: the checkpoint is step 8's
+        train.train(config, tmp_path / "part", text=TEXT, clock=crashing_clock(2 * 13 - 1))
+    on_disk = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").open()]
+    assert losses(on_disk)[-1][0] == 12
     resumed = train.train(config, tmp_path / "part", resume=True, text=TEXT)
     assert losses(resumed.log) == losses(whole.log)  # bit for bit, step 1 to step 24
     on_disk = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").open()]
@@ -334,6 +434,13 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, device):
                     tmp_path / "part", resume=True, text=TEXT)
 
 
+def test_resume_needs_a_folder_with_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="resume=True needs the out_dir"):
+        train.train(tiny(), resume=True, text=TEXT)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
+        train.train(tiny(), tmp_path / "none", resume=True, text=TEXT)
+
+
 def test_time_budget_stops_the_run():
     result = train.train(tiny(max_steps=10**6, max_seconds=0.5, eval_interval=10**5),
                          text=TEXT)
@@ -341,75 +448,15 @@ def test_time_budget_stops_the_run():
     assert result.final["train_seconds"] >= 0.5
 
 
-def test_nan_loss_is_caught(monkeypatch):
-    class Exploding(train.GPT):
-        calls = 0
-
-        def forward(self, idx, targets=None, cache=None):
-            logits, loss = super().forward(idx, targets, cache)
-            Exploding.calls += self.training
-            if Exploding.calls == 3:
-                loss = loss * float("nan")
-            return logits, loss
-
-    monkeypatch.setattr(train, "GPT", Exploding)
-    with pytest.raises(train.NonFiniteLossError, match="at step 2.*Lower lr"):
-        train.train(tiny(), text=TEXT)
-
-
-def test_pretrained_is_cached(monkeypatch):
-    recipe = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
-    monkeypatch.setitem(train.RECIPES, "tiny", recipe)
-    monkeypatch.setattr(data, "load_text", lambda: TEXT)
-    threads = torch.get_num_threads()
-    model, tok = train.pretrained("tiny")
-    assert torch.get_num_threads() == threads
-    folders = [f for f in (data.cache_dir() / "models").iterdir() if f.is_dir()]
-    assert [f.name for f in folders] == [f"tiny-{train.recipe_hash(tiny(**recipe))}"]
-    monkeypatch.setattr(train, "train", None)  # a second call must not train
-    again, tok2 = train.pretrained("tiny")
-    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
-        torch.testing.assert_close(a, b)
-    assert tok2.chars == tok.chars
-    with pytest.raises(ValueError, match="unknown recipe"):
-        train.pretrained("nope")
-
-
-def test_pretrained_replaces_a_damaged_cached_model(monkeypatch):
-    recipe = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
-    monkeypatch.setitem(train.RECIPES, "tiny", recipe)
-    monkeypatch.setattr(data, "load_text", lambda: TEXT)
-    folder = train.pretrained_dir("tiny")
-    (folder / "model.safetensors").write_bytes(b"damaged")
-    real_train, trained = train.train, []
-    monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
-    model, _ = train.pretrained("tiny")  # trained again, and the cache repaired
-    assert trained == [1] and train.pretrained_dir("tiny") == folder and trained == [1]
-
-
-def test_pretrained_waits_for_a_run_in_progress(monkeypatch):
-    """While another process holds the recipe's lock (here: this test), pretrained_dir waits;
-    when that run has published its checkpoint, it loads it instead of training again."""
-    import threading
-
-    recipe = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
-    monkeypatch.setitem(train.RECIPES, "tiny", recipe)
-    monkeypatch.setattr(data, "load_text", lambda: TEXT)
-    config = train.TrainConfig.from_dict(recipe)
-    folder = data.cache_dir() / "models" / f"tiny-{train.recipe_hash(config)}"
-    real_train, trained = train.train, []
-    monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
-    found = []
-    with train.exclusive(folder.with_name(folder.name + ".lock")):  # "another process"
-        waiter = threading.Thread(target=lambda: found.append(train.pretrained_dir("tiny")))
-        waiter.start()
-        waiter.join(timeout=1.0)
-        assert waiter.is_alive() and not found  # waiting for the lock, not training
-        result = real_train(config)
-        checkpoint.save_checkpoint(folder, result.model, result.tokenizer,
-                                   train_state={"step": 3}, extra_files={"log.jsonl": ""})
-    waiter.join(timeout=30)
-    assert found == [folder] and trained == []  # it loaded the other run's checkpoint
+def test_time_budget_counts_the_given_clock():
+    """A clock that advances 30 s at every reading ends a 60-s budget after two steps; the
+    learning rate follows the time spent."""
+    ticks = iter(range(0, 10**6, 30))
+    result = train.train(tiny(max_steps=10**6, max_seconds=60, warmup_steps=1), text=TEXT,
+                         clock=lambda: next(ticks))
+    assert result.final["step"] == 2 and result.final["train_seconds"] == 60
+    lrs = [r["lr"] for r in result.log if "lr" in r]
+    assert lrs == pytest.approx([TINY["lr"], (TINY["lr"] + TINY["min_lr"]) / 2])  # half-way
 
 
 # -- several processes -------------------------------------------------------------------------
@@ -423,6 +470,8 @@ def _rank(rank: int, world: int, port: int, config: dict, out: str) -> None:
     result = train.train(train.TrainConfig.from_dict(config), text=TEXT)
     if rank == 0:
         Path(out).write_text(json.dumps(losses(result.log)))
+    else:
+        assert result.final == {}  # only the first process evaluates
     torch.distributed.destroy_process_group()
 
 
@@ -442,3 +491,4 @@ def test_two_processes_equal_one(tmp_path):
     two = json.loads(out.read_text())
     assert [s for s, _ in two] == [s for s, _ in one]
     np.testing.assert_allclose([v for _, v in two], [v for _, v in one], rtol=1e-5)
+

@@ -1,24 +1,33 @@
 """buildllm: the library that the book *Build a Large Language Model from Scratch* builds.
 
-One module per concept, each explained by one chapter:
+One module per concept, each explained by one chapter. Modules import one way, from the bottom
+of this table up: a module uses only modules listed above it.
 
-========================  ====================================================
-module                    chapter
-========================  ====================================================
-``buildllm.data``         Preface (corpus), Training on a CPU (batches)
-``buildllm.repro``        Preface (every chapter's first cell)
-``buildllm.tokenizer``    Tokens
-``buildllm.files``        Tokens (writing a file atomically)
-``buildllm.embeddings``   Embeddings and positional encoding
-``buildllm.attention``    Attention
-``buildllm.layers``       The GPT model; From GPT-2 to today's LLMs
-``buildllm.model``        The GPT model; From GPT-2 to today's LLMs
-``buildllm.convert``      The GPT model (Hugging Face GPT-2 import and export)
-``buildllm.train``        Training on a CPU
-``buildllm.checkpoint``   Training on a CPU
-``buildllm.generate``     Generating text
-``buildllm.cli``          How this book is built (the command line)
-========================  ====================================================
+============================  ================================================================
+module                        chapter
+============================  ================================================================
+``buildllm.files``            Tokens (writing a file atomically)
+``buildllm.repro``            Preface (every chapter's first cell)
+``buildllm.config``           The GPT model (GPTConfig, presets)
+``buildllm.bpe``              Tokens (the algorithm, to read)
+``buildllm.bpe_fast``         Tokens (the same merges and ids, fast)
+``buildllm.tokenizer``        Tokens (CharTokenizer, BPETokenizer)
+``buildllm.tokenizer_export`` Tokens (to tiktoken and Hugging Face)
+``buildllm.data``             Preface (corpus), Training on a CPU (batches)
+``buildllm.embeddings``       Embeddings and positional encoding
+``buildllm.norms``            The GPT model (LayerNorm); From GPT-2 to today's LLMs (RMSNorm)
+``buildllm.attention``        Attention
+``buildllm.layers``           The GPT model (feed-forward, block); From GPT-2 ... (SwiGLU)
+``buildllm.model``            The GPT model
+``buildllm.convert``          The GPT model (Hugging Face GPT-2 import and export)
+``buildllm.device``           Training on a CPU (choosing a device)
+``buildllm.checkpoint``       Training on a CPU (saving and loading)
+``buildllm.recipes``          Training on a CPU; From GPT-2 to today's LLMs
+``buildllm.train``            Training on a CPU
+``buildllm.pretrained``       Training on a CPU (the book's model, cached)
+``buildllm.generate``         Generating text
+``buildllm.cli``              How this book is built and tested (the command line)
+============================  ================================================================
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -11,16 +11,14 @@ grouped-query attention and QK-norm (chapter "From GPT-2 to today's LLMs").
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from buildllm.config import GPTConfig
 from buildllm.embeddings import RotaryEmbedding
-
-if TYPE_CHECKING:
-    from buildllm.model import GPTConfig
+from buildllm.norms import RMSNorm
 
 
 def causal_mask(T_q: int, T_k: int | None = None, dtype: torch.dtype = torch.float32,
@@ -77,12 +75,6 @@ class KVCache:
 
         The returned tensors are views ``(B, n_kv_head, length, head_dim)`` of the cache.
         """
-        B, H, _, D = self.k.shape
-        if k.shape != v.shape or k.dim() != 4 or (k.size(0), k.size(1), k.size(3)) != (B, H, D):
-            raise ValueError(
-                f"keys {tuple(k.shape)} and values {tuple(v.shape)} must both be shaped "
-                f"({B}, {H}, T, {D}) to fit this cache (batch, kv heads, positions, head_dim)"
-            )
         start, end = self.length, self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(
@@ -100,19 +92,8 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        if config.n_embd % config.n_head:
-            raise ValueError(
-                f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head}): "
-                f"each head gets n_embd / n_head dimensions"
-            )
-        n_kv_head = config.n_kv_head or config.n_head
-        if config.n_head % n_kv_head:
-            raise ValueError(
-                f"n_head ({config.n_head}) must be a multiple of n_kv_head ({n_kv_head}): "
-                f"each key/value head serves the same number of query heads"
-            )
-        self.n_head, self.n_kv_head = config.n_head, n_kv_head
-        self.head_dim = config.n_embd // config.n_head
+        self.n_head, self.n_kv_head = config.n_head, config.kv_heads
+        self.head_dim = config.head_dim
         qkv_dim = (self.n_head + 2 * self.n_kv_head) * self.head_dim
         self.c_attn = nn.Linear(config.n_embd, qkv_dim, bias=config.bias)  # fused Q, K, V
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -120,13 +101,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.rope = (RotaryEmbedding(self.head_dim, config.block_size, config.rope_base)
                      if config.pos_encoding == "rope" else None)
-        if config.qk_norm:
-            from buildllm.layers import RMSNorm
-
-            self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
-        else:
-            self.q_norm = self.k_norm = None
+        self.q_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """``x`` ``(B, T, C)`` -> ``(B, T, C)``; each position sees itself and the past only.
@@ -135,11 +111,6 @@ class CausalSelfAttention(nn.Module):
         positions whose keys and values the cache already holds; their keys and values are
         appended to it.
         """
-        if x.dim() != 3 or x.size(-1) != self.n_head * self.head_dim:
-            raise ValueError(
-                f"input must be shaped (B, T, {self.n_head * self.head_dim}) (batch, tokens, "
-                f"n_embd), got {tuple(x.shape)}"
-            )
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,

@@ -35,9 +35,10 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as _load_weights
 from safetensors.torch import save_model as _save_weights
 
+from buildllm.config import GPTConfig
 from buildllm.files import write_atomically
-from buildllm.model import GPT, GPTConfig
-from buildllm.tokenizer import BPETokenizer, CharTokenizer
+from buildllm.model import GPT
+from buildllm.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "buildllm-checkpoint"
 FORMAT_VERSION = 1
@@ -54,41 +55,11 @@ class Checkpoint:
     """Everything :func:`load_checkpoint` read from a folder."""
 
     model: GPT
-    tokenizer: CharTokenizer | BPETokenizer
+    tokenizer: Tokenizer
     path: Path
     train_state: dict = field(default_factory=dict)  # step, training config, ...
     optimizer_state: dict | None = None  # a torch optimizer state_dict, when saved
     rng_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-# -- the tokenizer file ------------------------------------------------------------------------
-
-def tokenizer_kind(tokenizer) -> str:
-    """``"char"`` or ``"bpe"``: the kind of tokenizer, as config.json records it."""
-    if isinstance(tokenizer, CharTokenizer):
-        return "char"
-    if isinstance(tokenizer, BPETokenizer):
-        return "bpe"
-    raise TypeError(f"cannot save a tokenizer of type {type(tokenizer).__name__}; "
-                    f"use buildllm.tokenizer.CharTokenizer or BPETokenizer")
-
-
-def save_tokenizer(tokenizer, path: str | os.PathLike) -> None:
-    """Write a tokenizer as JSON: BPE in its own format, a character tokenizer as its list."""
-    if tokenizer_kind(tokenizer) == "bpe":
-        tokenizer.save(path)
-    else:
-        _write_json(Path(path), {"format": "buildllm-char", "chars": tokenizer.chars})
-
-
-def load_tokenizer(path: str | os.PathLike, kind: str):
-    """Read a tokenizer written by :func:`save_tokenizer`."""
-    if kind == "bpe":
-        return BPETokenizer.load(path)
-    if kind == "char":
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        return CharTokenizer("".join(doc["chars"]))
-    raise CheckpointError(f"unknown tokenizer kind {kind!r} in {path}; expected 'char' or 'bpe'")
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -134,7 +105,7 @@ def publish_folder(tmp: Path, dest: Path, replace: bool = True) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
+def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, *,
                     optimizer: torch.optim.Optimizer | None = None,
                     train_state: dict | None = None,
                     rng_state: dict[str, torch.Tensor] | None = None,
@@ -154,7 +125,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
     try:
         write_atomically(tmp / WEIGHTS,  # save_model handles the tied embedding/head
                          lambda p: _save_weights(model, str(p)))
-        save_tokenizer(tokenizer, tmp / TOKENIZER)
+        tokenizer.save(tmp / TOKENIZER)
         if optimizer is not None or rng_state:
             tensors, groups = flatten_optimizer(optimizer.state_dict()) if optimizer else ({}, [])
             for name, value in (rng_state or {}).items():
@@ -168,7 +139,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer, *,
         _write_json(tmp / CONFIG, {
             "format": FORMAT, "version": FORMAT_VERSION,
             "model": model.config.to_dict(),
-            "tokenizer": {"kind": tokenizer_kind(tokenizer), "file": TOKENIZER,
+            "tokenizer": {"kind": tokenizer.kind, "file": TOKENIZER,
                           "vocab_size": tokenizer.vocab_size},
             "train": train_state or {},
             "sha256": files,
@@ -235,7 +206,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         tok_info = doc["tokenizer"]
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / CONFIG} has a bad model config: {e}") from None
-    tokenizer = load_tokenizer(folder / tok_info.get("file", TOKENIZER), tok_info.get("kind"))
+    try:
+        tokenizer = load_tokenizer(folder / tok_info.get("file", TOKENIZER))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(
             f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens but the model only "

@@ -1,46 +1,215 @@
-"""The command line: ``buildllm <subcommand> ...``; ``buildllm <subcommand> --help`` for each.
+"""The command line: ``buildllm <command> ...``; ``buildllm <command> --help`` for each.
 
-Each subcommand lives in the module it belongs to, which provides ``add_cli(subparsers)``:
-``buildllm train`` in :mod:`buildllm.train`, ``buildllm generate`` (alias ``sample``) in
-:mod:`buildllm.generate`, ``buildllm tokenizer`` in :mod:`buildllm.tokenizer` if it has one.
-Each ``add_cli`` adds a parser and sets ``func`` on it: ``func(args) -> int`` (exit status).
+The commands, each a parser below and a function that runs it:
+
+- ``buildllm tokenizer train|encode|decode``: learn a BPE tokenizer, use one;
+- ``buildllm train``: train a model as a recipe says, log and checkpoint (resumable);
+- ``buildllm generate`` (alias ``sample``): continue a prompt with a trained checkpoint.
+
+A user's mistake (a missing file, a bad setting, a damaged checkpoint) ends in one line on
+standard error and exit status 2, never in a traceback. Described in the chapter "How this
+book is built and tested".
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+import time
+from pathlib import Path
 
-SUBCOMMAND_MODULES = ("buildllm.tokenizer", "buildllm.train", "buildllm.generate")
+import torch
+import torch.distributed as dist
+
+from buildllm import data
+from buildllm.checkpoint import load_model
+from buildllm.device import resolve_device
+from buildllm.generate import check_settings, stream_text
+from buildllm.recipes import RECIPES
+from buildllm.tokenizer import load_tokenizer, train_bpe
+from buildllm.train import NonFiniteLossError, TrainConfig, train
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``buildllm`` parser with every command."""
     parser = argparse.ArgumentParser(
         prog="buildllm",
-        description="Train and sample the GPT of 'Build a Large Language Model from Scratch'.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name in SUBCOMMAND_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "add_cli"):
-            module.add_cli(sub)
+        description="Train and sample the GPT of 'Build a Large Language Model from Scratch'.")
+    commands = parser.add_subparsers(dest="command", metavar="<command>")
+    add_tokenizer_commands(commands)
+    add_train_command(commands)
+    add_generate_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a user's mistake is one line on stderr and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from buildllm.data import CorpusError
-
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, CorpusError) as e:  # a clear message, no traceback
+    except (ValueError, OSError, data.CorpusError) as e:  # a clear message, no traceback
         print(f"buildllm {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+# ---- buildllm tokenizer ----------------------------------------------------------------------
+
+
+def add_tokenizer_commands(commands) -> None:
+    """``buildllm tokenizer train|encode|decode``."""
+    parser = commands.add_parser("tokenizer", help="train a tokenizer, encode, decode",
+                                 description="Train a byte-level BPE tokenizer, or use one.")
+    actions = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    p = actions.add_parser("train", help="learn merges from a text, write the tokenizer")
+    p.add_argument("out", help="the JSON file to write")
+    p.add_argument("--vocab-size", type=int, default=4096, help="tokens in all (4096)")
+    p.add_argument("--text", help="a UTF-8 text file to learn from (default: Tiny "
+                                  "Shakespeare's training text, its first 90%%)")
+    p.set_defaults(func=tokenizer_train)
+    p = actions.add_parser("encode", help="print the ids of a text")
+    p.add_argument("tokenizer", help="a file written by 'buildllm tokenizer train'")
+    p.add_argument("text")
+    p.add_argument("--allow-special", action="store_true",
+                   help="encode special tokens such as <|endoftext|> as their ids")
+    p.set_defaults(func=tokenizer_encode)
+    p = actions.add_parser("decode", help="print the text of ids")
+    p.add_argument("tokenizer", help="a file written by 'buildllm tokenizer train'")
+    p.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=tokenizer_decode)
+
+
+def tokenizer_train(args: argparse.Namespace) -> int:
+    """Learn from a file, or from the book's training text (the validation text stays unseen,
+    as in chapter "Training on a CPU")."""
+    if args.text:
+        text = read_text(args.text)
+    else:
+        text = data.train_val_split(data.load_text())[0]
+    tok = train_bpe(text, args.vocab_size)
+    tok.save(args.out)
+    print(f"wrote {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
+    return 0
+
+
+def tokenizer_encode(args: argparse.Namespace) -> int:
+    """The ids, separated by spaces."""
+    tok = load_tokenizer(args.tokenizer)
+    if not args.allow_special and any(s in args.text for s in tok.special_tokens):
+        raise ValueError("the text contains a special token: add --allow-special to encode it "
+                         "as its id, or remove it")
+    print(*tok.encode(args.text, allowed_special="all" if args.allow_special else ()))
+    return 0
+
+
+def tokenizer_decode(args: argparse.Namespace) -> int:
+    """The text, exactly (no newline added)."""
+    print(load_tokenizer(args.tokenizer).decode(args.ids), end="")
+    return 0
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text file's contents, or a ValueError that names the file and the problem."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert "
+                         f"it to UTF-8, e.g. with iconv") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; pass a text file") from None
+
+
+# ---- buildllm train --------------------------------------------------------------------------
+
+
+def add_train_command(commands) -> None:
+    """``buildllm train``: its options override the recipe's."""
+    p = commands.add_parser(
+        "train", help="train a model on Tiny Shakespeare",
+        description="Train a GPT as a recipe says; log and checkpoint into --out. Under "
+                    "`torchrun --nproc_per_node N -m buildllm.cli train ...` the N processes "
+                    "share each batch (DistributedDataParallel).")
+    p.add_argument("--config", default="book",
+                   help=f"a recipe ({', '.join(RECIPES)}) or a JSON file (default: book)")
+    p.add_argument("--out", default="runs/book", help="output folder (default: runs/book)")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:1, mps ...")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="bfloat16: autocast")
+    p.add_argument("--max-steps", type=int, help="override the config's max_steps")
+    p.add_argument("--max-seconds", type=float, help="a time budget for the training steps")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="what --max-seconds counts: wall-clock seconds (the default) or this "
+                        "process's CPU seconds, as make bench does")
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
+    p.set_defaults(func=train_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Train as the recipe and the options say; print the final scores and where they are."""
+    config = TrainConfig.from_json(args.config)
+    overrides = {"device": args.device, "dtype": args.dtype, "max_steps": args.max_steps,
+                 "max_seconds": args.max_seconds}
+    config = TrainConfig.from_dict({**config.to_dict(),
+                                    **{k: v for k, v in overrides.items() if v is not None}})
+    if args.device is None and torch.cuda.is_available():
+        print("note: a GPU is available; add --device cuda --dtype bfloat16 to use it",
+              file=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    try:
+        result = train(config, args.out, resume=args.resume, progress=True, clock=clock)
+    except NonFiniteLossError as e:
+        print(f"buildllm train: error: {e}", file=sys.stderr)
+        return 1
+    if result.final:
+        f = result.final
+        print(f"step {f['step']}: validation loss {f['loss']:.4f} nats/token, "
+              f"{f['nats_per_char']:.4f} nats/char, {f['bits_per_char']:.4f} bits/char")
+        print(f"checkpoint: {Path(args.out) / 'checkpoint'}   log: {Path(args.out) / 'log.jsonl'}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+# ---- buildllm generate -----------------------------------------------------------------------
+
+
+def add_generate_command(commands) -> None:
+    """``buildllm generate`` (alias ``sample``)."""
+    p = commands.add_parser(
+        "generate", aliases=["sample"], help="generate text from a trained checkpoint",
+        description="Continue a prompt with a trained model, printing tokens as they come.")
+    p.add_argument("--checkpoint", required=True, help="folder written by `buildllm train`")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (200)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="keep the nucleus of mass p")
+    p.add_argument("--seed", type=int, default=None, help="seed, for a reproducible sample")
+    p.add_argument("--no-cache", action="store_true", help="recompute everything each step")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps ...")
+    p.set_defaults(func=generate_command)
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    """Print the prompt, then each piece of text as it is generated."""
+    check_settings(args.temperature, args.top_k, args.top_p)  # before the slow load
+    model, tokenizer = load_model(args.checkpoint, resolve_device(args.device))
+    pieces = stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         seed=args.seed, use_cache=not args.no_cache)
+    first = next(pieces, "")  # the prompt is encoded and checked before anything is printed
+    sys.stdout.write(args.prompt + first)
+    sys.stdout.flush()
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ weight as ``(in, out)``, the transpose of ``torch.nn.Linear``'s ``(out, in)``.
 
 Four functions, two in memory and two on disk:
 
-- :func:`to_hf` and :func:`from_hf` convert a model object to a ``transformers`` model and back
-  (they import ``transformers``);
+- :func:`to_hf` and :func:`from_hf` convert a model object to a ``transformers`` model and back;
 - :func:`save_hf` writes a folder in the layout of ``save_pretrained`` (``config.json`` and
   ``model.safetensors``) that ``GPT2LMHeadModel.from_pretrained`` loads, and :func:`load_hf`
-  reads such a folder, ours or one written by ``transformers``. Neither needs ``transformers``,
-  and loading never unpickles anything: the weights are safetensors.
+  reads such a folder, ours or one written by ``transformers``. Loading never unpickles
+  anything: the weights are safetensors.
+
+This module needs ``transformers``, one of the library's reference packages
+(``pip install buildllm[reference]``).
 
 Only a GPT-2-shaped configuration converts: learned positions, LayerNorm, a GELU (tanh) or ReLU
 feed-forward network, biases, and one key/value head per query head, without QK-norm. Any other
@@ -25,16 +27,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import GPT2Config, GPT2LMHeadModel
 
+from buildllm.config import GPTConfig
 from buildllm.files import write_atomically
-from buildllm.model import GPT, GPTConfig
-
-if TYPE_CHECKING:
-    from transformers import GPT2LMHeadModel
+from buildllm.model import GPT
 
 PREFIX = "transformer."  # Hugging Face keeps the body under `transformer`, the head beside it
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -171,8 +171,6 @@ def load_hf_state_dict(model: GPT, tensors: dict[str, torch.Tensor], source: str
 
 def to_hf(model: GPT) -> GPT2LMHeadModel:
     """A ``transformers.GPT2LMHeadModel`` with our model's weights (copied)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     hf = GPT2LMHeadModel(GPT2Config(**to_hf_config(model.config)))
     state = to_hf_state_dict(model)
     if model.config.tie_weights:

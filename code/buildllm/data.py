@@ -10,15 +10,13 @@ Where the text comes from, in order:
 
 Whatever the source, the bytes must hash to :data:`SHA256`; a file that does not is never used.
 The chapter "Training on a CPU" adds the rest: the corpus as an array of token ids, cached
-on disk (:func:`encode_corpus`), the characters each token covers (:func:`char_counts`, for
-bits per character), random training windows (:func:`get_batch`) and fixed evaluation windows
-(:func:`eval_windows`).
+on disk (:func:`encode_corpus`), random training windows (:func:`get_batch`) and fixed
+evaluation windows (:func:`eval_windows`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pooch
 import torch
 
 from buildllm.files import write_atomically
+from buildllm.tokenizer import Tokenizer
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -132,16 +131,7 @@ def train_val_split(data, train_fraction: float = 0.9):
 # ---------------------------------------------------------------------------------------------
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A short hash that changes whenever the tokenizer would encode differently."""
-    if hasattr(tokenizer, "merges"):  # byte-pair encoding: its merges, specials and pattern
-        state = [tokenizer.merges, sorted(tokenizer.special_tokens.items()), tokenizer.pattern]
-    else:  # one id per character
-        state = ["char", tokenizer.chars]
-    return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
-
-
-def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
+def encode_corpus(tokenizer: Tokenizer, text: str, cache: bool = True) -> np.ndarray:
     """``text`` encoded once into a compact ``uint16`` array ``(N,)``.
 
     The array is cached in ``cache_dir()/tokens``, keyed by the tokenizer's fingerprint and the
@@ -150,7 +140,7 @@ def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
     if tokenizer.vocab_size > np.iinfo(np.uint16).max + 1:
         raise ValueError(f"a vocabulary of {tokenizer.vocab_size} tokens does not fit in uint16 "
                          f"(at most 65536); use a smaller vocabulary")
-    key = f"{tokenizer_fingerprint(tokenizer)}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    key = f"{tokenizer.fingerprint()}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     path = cache_dir() / "tokens" / f"{key}.npy"
     if cache and path.is_file():
         try:
@@ -170,22 +160,6 @@ def encode_corpus(tokenizer, text: str, cache: bool = True) -> np.ndarray:
 
         write_atomically(path, save)
     return ids
-
-
-def char_counts(tokenizer) -> torch.Tensor:
-    """How many characters each token id covers: ``(vocab_size,)``.
-
-    One for a character tokenizer. For byte-level BPE, the number of UTF-8 bytes in the token
-    that *start* a character (every byte except the continuation bytes ``10xxxxxx``): summed
-    over any encoded text this gives exactly its number of characters, even when a character's
-    bytes are split across tokens.
-    """
-    if not hasattr(tokenizer, "vocab"):
-        return torch.ones(tokenizer.vocab_size, dtype=torch.long)
-    counts = torch.zeros(tokenizer.vocab_size, dtype=torch.long)
-    for i, data in tokenizer.vocab.items():
-        counts[i] = sum(1 for b in data if b & 0xC0 != 0x80)
-    return counts
 
 
 def get_batch(data: torch.Tensor, block_size: int, batch_size: int,

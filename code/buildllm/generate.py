@@ -13,7 +13,7 @@ pick a token, append it, go again. This module holds the two halves of that step
   logits at every step (the tests and the chapter prove it).
 
 :func:`generate` collects the stream into a tensor; :func:`stream_text` turns it into text as it
-comes, for the command ``buildllm generate``.
+comes, for the command ``buildllm generate`` (:mod:`buildllm.cli`).
 
 When the sequence outgrows the model's context (``block_size``), generation keeps going on a
 sliding window: each step sees the last ``block_size`` tokens. A window that slides changes
@@ -26,14 +26,13 @@ and a padding mask in attention, which this model does not have; generate them o
 
 from __future__ import annotations
 
-import argparse
 import numbers
-import sys
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from buildllm.model import GPT
+from buildllm.tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------
 # Choosing the next token
@@ -208,7 +207,7 @@ def generate(model: GPT, idx: torch.Tensor | Sequence[int] | Sequence[Sequence[i
     return out[0] if one_row else out
 
 
-def stream_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int,
+def stream_text(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
                 **kwargs) -> Iterator[str]:
     """Generate from a text prompt and yield the new text piece by piece, as it comes.
 
@@ -228,44 +227,3 @@ def stream_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int,
     text = tokenizer.decode(ids)
     if len(text) > shown:
         yield text[shown:]
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: buildllm generate
-# ---------------------------------------------------------------------------------------------
-
-
-def add_cli(subparsers) -> None:
-    """Add ``buildllm generate`` (alias ``sample``) to the ``buildllm`` command line."""
-    p = subparsers.add_parser(
-        "generate", aliases=["sample"], help="generate text from a trained checkpoint",
-        description="Continue a prompt with a trained model, printing tokens as they come.",
-    )
-    p.add_argument("--checkpoint", required=True, help="folder written by `buildllm train`")
-    p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (200)")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="keep the nucleus of mass p")
-    p.add_argument("--seed", type=int, default=None, help="seed, for a reproducible sample")
-    p.add_argument("--no-cache", action="store_true", help="recompute everything each step")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps ...")
-    p.set_defaults(func=_cli_generate)
-
-
-def _cli_generate(args: argparse.Namespace) -> int:
-    check_settings(args.temperature, args.top_k, args.top_p)  # before the slow load
-    from buildllm.checkpoint import load_model
-    from buildllm.train import resolve_device
-    model, tokenizer = load_model(args.checkpoint, resolve_device(args.device))
-    pieces = stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         seed=args.seed, use_cache=not args.no_cache)
-    first = next(pieces, "")  # the prompt is encoded and checked before anything is printed
-    sys.stdout.write(args.prompt + first)
-    sys.stdout.flush()
-    for piece in pieces:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    return 0

@@ -1,37 +1,40 @@
 """Training: from a corpus and a configuration to a checkpoint. Explained in the chapter
 "Training on a CPU".
 
-:func:`train` is the whole loop: tokenize the corpus (cached), build the model, then repeat
-*sample a batch, compute the loss, backpropagate, clip, step* with AdamW, a warmup-then-cosine
-learning rate, a fixed validation set measured in bits per character, a JSON-lines log,
-checkpoints that resume exactly, and a wall-clock budget. The same function runs on one CPU,
-on a GPU (``device="cuda"``, bf16 autocast) and on several processes under ``torchrun``
-(DistributedDataParallel, ``gloo`` on CPUs, ``nccl`` on GPUs).
-
-:func:`pretrained` trains the book's model once and caches it; later chapters call it.
+:func:`train` is a short loop built from named pieces: :func:`prepare_data` (the tokenizer,
+the corpus as ids, the validation windows), :func:`start_run` (the seeded model, AdamW, the
+batch sampler), :func:`resume_run` (a checkpoint's state), :func:`train_step` (forward,
+backward, clip, step), :func:`evaluate` (loss per token and per character) and
+:func:`save_run` (a checkpoint that resumes exactly). The learning rate warms up, then follows
+a cosine (:func:`learning_rate`). The same loop runs on a CPU, on a GPU (``device="cuda"``,
+bf16 autocast) and on several processes under ``torchrun`` (:class:`Processes`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from buildllm import checkpoint, data
-from buildllm.model import GPT, GPTConfig, preset
-from buildllm.tokenizer import BPETokenizer, CharTokenizer
+from buildllm.config import GPTConfig, preset
+from buildllm.device import check_bf16, resolve_device
+from buildllm.model import GPT
+from buildllm.recipes import RECIPES
+from buildllm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 LN2 = math.log(2)
 
@@ -40,15 +43,10 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and what to try."""
 
 
-# ---------------------------------------------------------------------------------------------
-# The configuration
-# ---------------------------------------------------------------------------------------------
-
-
 @dataclass
 class TrainConfig:
-    """Everything a training run needs besides the corpus. JSON files in ``configs/`` hold one
-    each (:meth:`from_json`); :data:`RECIPES` holds the book's."""
+    """Everything a training run needs besides the corpus. :data:`~buildllm.recipes.RECIPES`
+    holds the book's; a JSON file with these fields is a recipe of your own."""
 
     model: dict = field(default_factory=lambda: {"preset": "book"})  # GPTConfig fields
     tokenizer: str = "bpe"  # "char" (one id per character) or "bpe"
@@ -56,7 +54,6 @@ class TrainConfig:
     batch_size: int = 32  # sequences per step, summed over all processes
     max_steps: int = 2000
     max_seconds: float | None = None  # a time budget for the training steps
-    clock: str = "wall"  # "wall": seconds; "cpu": CPU seconds of this process (shared machines)
     lr: float = 2e-3  # peak learning rate
     min_lr: float = 2e-4  # where the cosine ends
     warmup_steps: int = 100
@@ -72,33 +69,38 @@ class TrainConfig:
     dtype: str = "float32"  # "bfloat16": autocast the forward pass (GPU)
 
     def __post_init__(self):
-        if self.tokenizer not in ("char", "bpe"):
-            raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
-        if self.clock not in ("wall", "cpu"):
-            raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        for name in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval"):
+        for name, allowed in (("tokenizer", ("char", "bpe")), ("dtype", ("float32", "bfloat16"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval",
+                     "vocab_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be positive (or null), got {self.max_seconds}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.max_seconds is not None and not _positive(self.max_seconds):
+            raise ValueError(f"max_seconds must be positive (or null), got {self.max_seconds!r}")
+        if not (_number(self.min_lr) and _number(self.lr) and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr!r}, lr={self.lr!r}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be an object of GPTConfig fields (and an optional "
+                             f"'preset'), got {self.model!r}")
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         """The model's configuration, with the tokenizer's vocabulary size."""
         fields = dict(self.model)
         name = fields.pop("preset", None)
         fields["vocab_size"] = vocab_size
-        return preset(name, **fields) if name else GPTConfig(**fields)
+        return preset(name, **fields) if name else GPTConfig.from_dict(fields)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config is a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := set(d) - known:
             raise ValueError(f"unknown training option(s) {sorted(unknown)}; "
@@ -107,7 +109,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, name_or_path: str | os.PathLike) -> TrainConfig:
-        """A recipe by name (``"book"``, see :data:`RECIPES`) or a JSON file's path."""
+        """A recipe by name (``"book"``, see :data:`~buildllm.recipes.RECIPES`) or a JSON
+        file's path."""
         if str(name_or_path) in RECIPES:
             return cls.from_dict(RECIPES[str(name_or_path)])
         path = Path(name_or_path)
@@ -116,60 +119,74 @@ class TrainConfig:
                              f"({', '.join(RECIPES)}) nor a JSON file")
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a JSON file of training options ({e})") from None
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
-RECIPES: dict[str, dict] = {
-    # The book's model: BPE with 1024 tokens, 4 layers, 128 wide, 128-token context, many
-    # small steps. A minute or two on two CPU cores; configs/book.json is this recipe.
-    "book": dict(model={"preset": "book", "bias": False}, tokenizer="bpe", vocab_size=1024,
-                 batch_size=8, max_steps=1200, lr=3e-3, min_lr=3e-4, warmup_steps=50,
-                 eval_interval=200),
-    # nanoGPT's CPU recipe for Shakespeare (its README): one id per character, 4 layers, 4 heads,
-    # 128 wide, a 64-character context, 12 sequences a step, 2000 steps, no dropout.
-    "nanogpt_cpu": dict(model={"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128,
-                               "bias": False}, tokenizer="char", batch_size=12,
-                        max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                        eval_interval=250),
-    # The book's best CPU recipe (chapter "From GPT-2 to today's LLMs"): the `llama` preset cut
-    # to two blocks and a 64-token context, on the same BPE tokenizer, many small steps at a high
-    # learning rate. Tuned on two cores for the time that nanogpt_cpu's 2000 steps take there
-    # (`make bench BENCH=recipe`).
-    "modern": dict(model={"preset": "llama", "n_layer": 2, "block_size": 64}, tokenizer="bpe",
-                   vocab_size=1024, batch_size=16, max_steps=2000, lr=3e-3, min_lr=3e-4,
-                   warmup_steps=50, eval_interval=500),
-}
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-# ---------------------------------------------------------------------------------------------
-# Data: tokenizer, token arrays, the loss per character
-# ---------------------------------------------------------------------------------------------
+def _positive(x) -> bool:
+    return _number(x) and x > 0
 
 
-def make_tokenizer(config: TrainConfig, text: str):
-    """The run's tokenizer, learned from ``text`` (the training split); BPE is cached on disk."""
+# ---- data ------------------------------------------------------------------------------------
+
+
+def make_tokenizer(config: TrainConfig, text: str) -> Tokenizer:
+    """The run's tokenizer, learned from ``text``; BPE is cached on disk, keyed by the text."""
     if config.tokenizer == "char":
         return CharTokenizer(text)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = data.cache_dir() / "tokenizers" / f"bpe-{config.vocab_size}-{key}.json"
     if path.is_file():
         try:
-            return BPETokenizer.load(path)
+            return load_tokenizer(path)
         except ValueError:  # a damaged cache file: learn it again below
             path.unlink()
-    tok = BPETokenizer().train(text, config.vocab_size)
+    tok = train_bpe(text, config.vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(path)
     return tok
 
 
-def load_splits(tokenizer, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_splits(tokenizer: Tokenizer, text: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The corpus as token ids, split 90/10 *as text*, so that every tokenizer is measured on
     exactly the same validation characters. Returns (train ids, validation ids), each ``(N,)``."""
     train_text, val_text = data.train_val_split(text)
     return (torch.from_numpy(data.encode_corpus(tokenizer, train_text).astype("int32")),
             torch.from_numpy(data.encode_corpus(tokenizer, val_text).astype("int32")))
+
+
+@dataclass
+class Data:
+    """What a run trains and is measured on."""
+
+    tokenizer: Tokenizer
+    train_ids: torch.Tensor  # (N,)
+    val_ids: torch.Tensor  # (M,)
+    counts: torch.Tensor  # (vocab_size,): characters each id covers
+    val_x: torch.Tensor  # (eval_windows, T): the fixed validation windows
+    val_y: torch.Tensor
+
+
+def prepare_data(config: TrainConfig, text: str | None = None) -> Data:
+    """The tokenizer (BPE learns from the training 90 % only; a character tokenizer takes its
+    alphabet from the whole text, as nanoGPT does), the two splits as ids, the eval windows."""
+    text = data.load_text() if text is None else text
+    train_text = data.train_val_split(text)[0]
+    tokenizer = make_tokenizer(config, text if config.tokenizer == "char" else train_text)
+    train_ids, val_ids = load_splits(tokenizer, text)
+    T = config.model_config(tokenizer.vocab_size).block_size
+    val_x, val_y = data.eval_windows(val_ids, T, config.eval_windows)
+    counts = torch.tensor(tokenizer.token_chars())
+    return Data(tokenizer, train_ids, val_ids, counts, val_x, val_y)
+
+
+# ---- measuring -------------------------------------------------------------------------------
 
 
 def per_character(loss_sum: float, n_chars: int) -> dict[str, float]:
@@ -183,8 +200,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, counts: t
              batch_size: int = 64, autocast=contextlib.nullcontext) -> dict[str, float]:
     """Loss on fixed windows ``x``, ``y`` ``(N, T)``: per token, per character, in bits.
 
-    ``counts[id]`` is how many characters token ``id`` covers (:func:`data.char_counts`); the
-    summed loss over all targets divided by the characters they cover is the loss per
+    ``counts[id]`` is how many characters token ``id`` covers (``tokenizer.token_chars()``):
+    the summed loss over all targets divided by the characters they cover is the loss per
     character, comparable between tokenizers.
     """
     was_training = model.training
@@ -195,9 +212,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, counts: t
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         with autocast():
             logits, _ = model(xb)
-        losses = torch.nn.functional.cross_entropy(
-            logits.float().flatten(0, 1), yb.flatten(), reduction="sum")
-        loss_sum += losses.item()
+        loss_sum += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(),
+                                    reduction="sum").item()
         n_tokens += yb.numel()
         n_chars += int(counts[yb.cpu()].sum())
     model.train(was_training)
@@ -205,19 +221,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, counts: t
             "chars_per_token": n_chars / n_tokens}
 
 
-# ---------------------------------------------------------------------------------------------
-# Optimizer and learning rate
-# ---------------------------------------------------------------------------------------------
+# ---- optimizing ------------------------------------------------------------------------------
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices (linear and embedding weights) only; biases and
     normalization gains (vectors) are not pulled towards zero."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2),
                              fused=False)
 
@@ -234,44 +246,177 @@ def learning_rate(step: int, progress: float, config: TrainConfig) -> float:
     return config.min_lr + cosine * (config.lr - config.min_lr)
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device called ``name`` ("cpu", "cuda", "cuda:1", "mps"), checked usable here."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {name!r} ({e}); use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: this PyTorch ({torch.__version__}) sees no CUDA "
-                             f"GPU; use --device cpu, or install a CUDA build of PyTorch")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
-                             f"GPU(s), numbered from cuda:0")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: this PyTorch sees no Apple GPU; use --device cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r}: the book's code runs on cpu, cuda or mps")
-    return device
+@dataclass
+class Run:
+    """A run's state: what a checkpoint saves and a resume restores."""
+
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    batches: torch.Generator  # which windows each step trains on
+    step: int = 0
+    seconds: float = 0.0  # time spent in training steps, by the run's clock
 
 
-# ---------------------------------------------------------------------------------------------
-# Several processes (torchrun)
-# ---------------------------------------------------------------------------------------------
+def start_run(config: TrainConfig, vocab_size: int, device: torch.device) -> Run:
+    """A new model and optimizer; the same seed gives the same start on every process."""
+    torch.manual_seed(config.seed)
+    model = GPT(config.model_config(vocab_size)).to(device)
+    return Run(model, make_optimizer(model, config), torch.Generator().manual_seed(config.seed))
 
 
-def setup_distributed(device: str) -> tuple[int, int]:
-    """``(rank, world_size)``; under torchrun, join the process group first."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def train_step(model: torch.nn.Module, run: Run, x: torch.Tensor, y: torch.Tensor, lr: float,
+               config: TrainConfig, autocast=contextlib.nullcontext):
+    """One step: forward, backward, clip the gradient norm, update. Returns (loss, norm)."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with autocast():
+        _, loss = model(x, y)
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"the loss is {loss.item()} at step {run.step} (learning rate {lr:.3g}): training "
+            f"diverged. Lower lr (now {config.lr}), keep grad_clip on (now {config.grad_clip}), "
+            f"or use more warmup_steps (now {config.warmup_steps}).")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = (torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+            if config.grad_clip > 0 else None)
+    run.optimizer.step()
+    return loss.detach(), norm
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
+# ---- checkpoints and logs --------------------------------------------------------------------
+
+
+def save_run(run: Run, out: Path, config: TrainConfig, tokenizer: Tokenizer) -> None:
+    """A checkpoint in ``out/checkpoint`` with everything needed to continue exactly."""
+    rng = {"batches": run.batches.get_state(), "torch": torch.get_rng_state()}
+    device = next(run.model.parameters()).device
+    if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    state = {"step": run.step, "train_seconds": run.seconds, "config": config.to_dict()}
+    checkpoint.save_checkpoint(out / "checkpoint", run.model, tokenizer,
+                               optimizer=run.optimizer, train_state=state, rng_state=rng)
+
+
+def resume_run(run: Run, out: Path | None, config: TrainConfig) -> None:
+    """Restore ``run`` from ``out``'s checkpoint, which must come from the same configuration."""
+    if out is None:
+        raise ValueError("resume=True needs the out_dir of the run to resume")
+    device = next(run.model.parameters()).device
+    ckpt = checkpoint.load_checkpoint(out, device)
+    saved = ckpt.train_state.get("config") or {}
+    if saved != config.to_dict():
+        changed = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}"
+                            for k, v in config.to_dict().items() if saved.get(k) != v)
+        raise ValueError(f"the checkpoint in {out} was trained with another configuration "
+                         f"({changed}); resume with the same settings (config file and options "
+                         f"such as --max-steps), or train into a new --out")
+    run.model.load_state_dict(ckpt.model.state_dict())
+    run.optimizer.load_state_dict(ckpt.optimizer_state)
+    run.batches.set_state(ckpt.rng_state["batches"])
+    torch.set_rng_state(ckpt.rng_state["torch"])
+    if device.type == "cuda" and "cuda" in ckpt.rng_state:
+        torch.cuda.set_rng_state(ckpt.rng_state["cuda"], device)
+    run.step, run.seconds = ckpt.train_state["step"], ckpt.train_state["train_seconds"]
+
+
+class RunLog:
+    """The records of a run, in memory and, with a path, as JSON lines in ``log.jsonl``."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.records = path, []
+
+    def start(self, resume_step: int | None) -> None:
+        """A new log, or, when resuming, the old one without the records after the checkpoint."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step is not None and self.path.is_file():
+            kept = [json.loads(line) for line in self.path.read_text().splitlines()]
+        self.records = [r for r in kept if r["step"] <= (resume_step or 0)]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+# ---- processes and devices -------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """This process's place in a run: ``rank`` of ``world`` processes (1 without torchrun)."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @classmethod
+    def start(cls, config: TrainConfig) -> Processes:
+        """Check the device; under torchrun, join the process group (gloo on CPUs, nccl on
+        GPUs) and take this process's GPU."""
+        device = resolve_device(config.device)
+        if config.dtype == "bfloat16":
+            check_bf16(device)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if not dist.is_initialized():
+            return cls(0, 1, device)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if config.batch_size % dist.get_world_size():
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the "
+                             f"{dist.get_world_size()} processes")
+        return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    def share(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's part of the global batch, on its device."""
+        n = x.size(0) // self.world
+        part = slice(self.rank * n, (self.rank + 1) * n)
+        return x[part].to(self.device), y[part].to(self.device)
+
+    def reduce(self, value: torch.Tensor | float, op: str = "mean") -> float:
+        """The mean (or max) of a number over the processes; the number itself for one."""
+        if self.world == 1:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return float(t) / (self.world if op == "mean" else 1)
+
+
+def run_progress(run: Run, config: TrainConfig, procs: Processes) -> float:
+    """From 0 to 1: steps done or time spent, whichever is further along (the same number on
+    every process, so that all stop at the same step)."""
+    p = run.step / config.max_steps
+    if config.max_seconds:
+        p = procs.reduce(max(p, run.seconds / config.max_seconds), "max")
+    return p
+
+
+class ProgressBar:
+    """A tqdm bar of the run's progress in percent, with the step and loss; or nothing."""
+
+    def __init__(self, on: bool):
+        self.bar = tqdm(total=100, unit="%", dynamic_ncols=True) if on else None
+
+    def update(self, p: float, step: int, loss: torch.Tensor) -> None:
+        if self.bar is not None:
+            self.bar.n = min(100, round(100 * p))
+            self.bar.set_postfix(step=step, loss=f"{loss.item():.3f}", refresh=False)
+            self.bar.update(0)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- the loop --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -279,303 +424,84 @@ class TrainResult:
     """What :func:`train` returns: the trained model and tokenizer, the log, the final eval."""
 
     model: GPT
-    tokenizer: CharTokenizer | BPETokenizer
+    tokenizer: Tokenizer
     log: list[dict]
     final: dict
     out_dir: Path | None = None
 
 
-def _append_log(path: Path | None, record: dict, log: list[dict]) -> None:
-    log.append(record)
-    if path is not None:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume: bool = False,
           progress: bool = False, text: str | None = None,
-          final_eval_windows: int | None = None) -> TrainResult:
+          final_eval_windows: int | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> TrainResult:
     """Train a model as ``config`` says; with ``out_dir``, log and checkpoint there.
 
-    ``out_dir`` receives ``log.jsonl`` (one JSON record per logged step and per evaluation)
-    and ``checkpoint/`` (every ``eval_interval`` steps and at the end). ``resume=True``
-    continues from that checkpoint exactly where it stopped. ``text`` replaces the corpus
-    (tests use a small one). The final evaluation scores the whole validation text, or
-    ``final_eval_windows`` windows of it.
+    ``out_dir`` receives ``log.jsonl`` and ``checkpoint/`` (every ``eval_interval`` steps and
+    at the end); ``resume=True`` continues from that checkpoint exactly where it stopped.
+    ``progress`` shows a progress bar; ``text`` replaces the corpus (tests use a small one);
+    ``clock`` measures the time budget (``time.process_time`` counts CPU seconds). The final
+    evaluation scores the whole validation text, or ``final_eval_windows`` windows of it.
     """
-    rank, world = setup_distributed(config.device)
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the "
-                         f"{world} processes")
-    device = resolve_device(config.device)
-    if config.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; train with "
-                         f"dtype float32 (drop --dtype bfloat16)")
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    use_bf16 = config.dtype == "bfloat16"
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 \
-        else contextlib.nullcontext
-
-    # The data: one tokenizer, learned from the training text; the corpus as ids.
-    text = data.load_text() if text is None else text
-    # BPE learns from the training text only; a character tokenizer's alphabet is taken from
-    # the whole text, as nanoGPT does (the validation text may hold a character that the
-    # training text lacks, and a list of characters teaches the model nothing)
-    train_text = data.train_val_split(text)[0]
-    tokenizer = make_tokenizer(config, text if config.tokenizer == "char" else train_text)
-    train_ids, val_ids = load_splits(tokenizer, text)
-    counts = data.char_counts(tokenizer)
-    model_config = config.model_config(tokenizer.vocab_size)
-    T = model_config.block_size
-    val_x, val_y = data.eval_windows(val_ids, T, config.eval_windows)
-
-    # The model and optimizer; the same seed gives the same start on every process.
-    torch.manual_seed(config.seed)
-    model = GPT(model_config).to(device)
-    optimizer = make_optimizer(model, config)
-    batches = torch.Generator().manual_seed(config.seed)  # which windows each step trains on
-    step, train_seconds = 0, 0.0
+    procs = Processes.start(config)
+    autocast = make_autocast(config, procs.device)
+    d = prepare_data(config, text)
+    run = start_run(config, d.tokenizer.vocab_size, procs.device)
     out = Path(out_dir) if out_dir is not None else None
-    log_path = out / "log.jsonl" if out is not None and rank == 0 else None
-    log: list[dict] = []
     if resume:
-        if out is None:
-            raise ValueError("resume=True needs the out_dir of the run to resume")
-        ckpt = checkpoint.load_checkpoint(out, device)
-        saved = ckpt.train_state.get("config") or {}
-        if saved != config.to_dict():
-            changed = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}"
-                                for k, v in config.to_dict().items() if saved.get(k) != v)
-            raise ValueError(f"the checkpoint in {out} was trained with another configuration "
-                             f"({changed}); resume with the same settings (config file and "
-                             f"options such as --max-steps), or train into a new --out")
-        model.load_state_dict(ckpt.model.state_dict())
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        batches.set_state(ckpt.rng_state["batches"])
-        torch.set_rng_state(ckpt.rng_state["torch"])
-        if device.type == "cuda" and "cuda" in ckpt.rng_state:
-            torch.cuda.set_rng_state(ckpt.rng_state["cuda"], device)
-        step, train_seconds = ckpt.train_state["step"], ckpt.train_state["train_seconds"]
-        if log_path is not None and log_path.is_file():  # drop records after the checkpoint
-            kept = [json.loads(line) for line in log_path.read_text().splitlines()]
-            log = [r for r in kept if r["step"] <= step]
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
-    elif out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if log_path.exists():
-            log_path.unlink()
-    ddp = DistributedDataParallel(model) if world > 1 else model
-
-    def save() -> None:
-        if out is None or rank != 0:
-            return
-        rng = {"batches": batches.get_state(), "torch": torch.get_rng_state()}
-        if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        state = {"step": step, "train_seconds": train_seconds, "config": config.to_dict()}
-        checkpoint.save_checkpoint(out / "checkpoint", model, tokenizer, optimizer=optimizer,
-                                   train_state=state, rng_state=rng)
-
-    def run_eval() -> None:
-        result = evaluate(model, val_x, val_y, counts, autocast=autocast)
-        _append_log(log_path, {"step": step, **{f"val_{k}": v for k, v in result.items()}}, log)
-
-    def done() -> float:
-        """Progress from 0 to 1: steps done or time spent, whichever is further along."""
-        p = step / config.max_steps
-        if config.max_seconds:
-            p = max(p, train_seconds / config.max_seconds)
-        if world > 1 and config.max_seconds:  # every process must stop at the same step
-            t = torch.tensor([p], dtype=torch.float64, device=device)  # nccl: on the GPU
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            p = float(t)
-        return p
-
-    clock = time.process_time if config.clock == "cpu" else time.perf_counter
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, initial=round(100 * done()), unit="%", dynamic_ncols=True)
-    model.train()
-    if step == 0 and rank == 0:
-        run_eval()
-    p = done()
+        resume_run(run, out, config)
+    log = RunLog(out / "log.jsonl" if out is not None and procs.rank == 0 else None)
+    log.start(run.step if resume else None)
+    model = DistributedDataParallel(run.model) if procs.world > 1 else run.model
+    bar = ProgressBar(progress and procs.rank == 0)
+    run.model.train()
+    if run.step == 0 and procs.rank == 0:
+        validate(run, d, log, autocast)
+    p = run_progress(run, config, procs)
     while p < 1.0:
         start = clock()
-        lr = learning_rate(step, p, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = data.get_batch(train_ids, T, config.batch_size, batches)  # the global batch
-        share = config.batch_size // world
-        x, y = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]
-        x, y = x.to(device), y.to(device)
-        with autocast():
-            _, loss = ddp(x, y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss is {loss.item()} at step {step} (learning rate {lr:.3g}): training "
-                f"diverged. Lower lr (now {config.lr}), keep grad_clip on (now "
-                f"{config.grad_clip}), or use more warmup_steps (now {config.warmup_steps}).")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                if config.grad_clip > 0 else None)
-        optimizer.step()
-        step += 1
-        train_seconds += clock() - start
-        if step % config.log_interval == 0 or step == 1:
-            loss_value = loss.detach()
-            if world > 1:
-                dist.all_reduce(loss_value)  # the sum over processes
-                loss_value /= world
-            record = {"step": step, "loss": loss_value.item(), "lr": lr,
-                      "grad_norm": None if norm is None else norm.item(),
-                      "seconds": round(train_seconds, 3)}
-            if rank == 0:
-                _append_log(log_path, record, log)
-        p = done()
-        if step % config.eval_interval == 0 and p < 1.0:
-            if rank == 0:
-                run_eval()
-            save()
-        if bar is not None:
-            bar.n = min(100, round(100 * p))
-            bar.set_postfix(step=step, loss=f"{loss.item():.3f}", refresh=False)
-            bar.update(0)
-    if bar is not None:
-        bar.close()
-
-    # The end: the whole validation text (or final_eval_windows of it), and a checkpoint.
-    final: dict = {}
-    if rank == 0:
-        fx, fy = data.eval_windows(val_ids, T, final_eval_windows)
-        final = {"step": step, "train_seconds": train_seconds,
-                 **evaluate(model, fx, fy, counts, autocast=autocast)}
-        _append_log(log_path, {"step": step, **{f"final_{k}": v for k, v in final.items()
-                                                if k != "step"}}, log)
-        save()
-    return TrainResult(model, tokenizer, log, final, out)
+        batch = data.get_batch(d.train_ids, d.val_x.size(1), config.batch_size, run.batches)
+        lr = learning_rate(run.step, p, config)
+        loss, norm = train_step(model, run, *procs.share(*batch), lr, config, autocast)
+        run.step += 1
+        run.seconds += clock() - start
+        if run.step % config.log_interval == 0 or run.step == 1:
+            log.add({"step": run.step, "loss": procs.reduce(loss), "lr": lr,
+                     "grad_norm": None if norm is None else norm.item(),
+                     "seconds": round(run.seconds, 3)})
+        p = run_progress(run, config, procs)
+        if run.step % config.eval_interval == 0 and p < 1.0 and procs.rank == 0:
+            validate(run, d, log, autocast)
+            if out is not None:
+                save_run(run, out, config, d.tokenizer)
+        bar.update(p, run.step, loss)
+    bar.close()
+    final = finish(run, d, log, procs, autocast, final_eval_windows)
+    if out is not None and procs.rank == 0:
+        save_run(run, out, config, d.tokenizer)
+    return TrainResult(run.model, d.tokenizer, log.records, final, out)
 
 
-# ---------------------------------------------------------------------------------------------
-# The book's model, trained once and cached
-# ---------------------------------------------------------------------------------------------
+def make_autocast(config: TrainConfig, device: torch.device) -> Callable:
+    """What the forward pass runs under: bfloat16 autocast when asked for, else nothing."""
+    if config.dtype == "bfloat16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
-def recipe_hash(config: TrainConfig) -> str:
-    """A short hash of a recipe and the corpus: the cache key of :func:`pretrained`."""
-    key = {"config": config.to_dict(), "corpus": data.SHA256, "format": 1}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def validate(run: Run, d: Data, log: RunLog, autocast: Callable) -> None:
+    """Score the fixed validation windows and log the scores (``val_loss``, ...)."""
+    scores = evaluate(run.model, d.val_x, d.val_y, d.counts, autocast=autocast)
+    log.add({"step": run.step, **{f"val_{k}": v for k, v in scores.items()}})
 
 
-@contextlib.contextmanager
-def exclusive(path: Path):
-    """Hold an exclusive lock on the file ``path`` (created if missing) while the block runs;
-    other processes (and threads) that ask for it wait. POSIX only; elsewhere no lock is taken,
-    and racing callers of :func:`pretrained_dir` each train and publish the same checkpoint."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
-    """The checkpoint folder of the recipe ``name`` trained on Tiny Shakespeare.
-
-    The first call trains (deterministically: fixed seeds, ``threads`` threads) and caches the
-    checkpoint, with its ``log.jsonl``, in ``cache_dir()/models/<name>-<recipe hash>``; later
-    calls find it there, and a damaged one is trained again and replaced. A call made while
-    another process trains the same recipe waits for it (a lock file beside the folder), then
-    loads its checkpoint, rather than training a second copy on the same cores.
-    """
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
-    config = TrainConfig.from_dict(RECIPES[name])
-    folder = data.cache_dir() / "models" / f"{name}-{recipe_hash(config)}"
-    with exclusive(folder.with_name(folder.name + ".lock")):
-        try:
-            checkpoint.read_config(folder)
-            return folder
-        except checkpoint.CheckpointError:  # missing, or damaged: trained again and replaced
-            pass
-        previous, rng = torch.get_num_threads(), torch.get_rng_state()
-        torch.set_num_threads(threads)
-        try:
-            result = train(config)
-        finally:
-            torch.set_num_threads(previous)
-            torch.set_rng_state(rng)
-        log = "".join(json.dumps(r) + "\n" for r in result.log)
-        state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}
-        checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
-                                   extra_files={"log.jsonl": log})
-    return folder
-
-
-def pretrained(name: str = "book", threads: int = 2) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """``(model, tokenizer)`` of :func:`pretrained_dir`: trained once, then loaded."""
-    return checkpoint.load_model(pretrained_dir(name, threads))
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: buildllm train
-# ---------------------------------------------------------------------------------------------
-
-
-def add_cli(subparsers) -> None:
-    """Add ``buildllm train`` to the ``buildllm`` command line."""
-    p = subparsers.add_parser(
-        "train", help="train a model on Tiny Shakespeare",
-        description="Train a GPT as a config says; log and checkpoint into --out. Under "
-                    "`torchrun --nproc_per_node N -m buildllm.cli train ...` the N processes "
-                    "share each batch (DistributedDataParallel).")
-    p.add_argument("--config", default="book",
-                   help=f"a recipe ({', '.join(RECIPES)}) or a JSON file (default: book)")
-    p.add_argument("--out", default="runs/book", help="output folder (default: runs/book)")
-    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    p.add_argument("--device", help="cpu (default), cuda, cuda:1, mps ...")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="bfloat16: autocast")
-    p.add_argument("--max-steps", type=int, help="override the config's max_steps")
-    p.add_argument("--max-seconds", type=float, help="a time budget for the training steps")
-    p.add_argument("--clock", choices=("wall", "cpu"),
-                   help="what --max-seconds counts: wall-clock seconds (the default) or this "
-                        "process's CPU seconds, as make bench does")
-    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
-    p.set_defaults(func=_cli_train)
-
-
-def _cli_train(args: argparse.Namespace) -> int:
-    config = TrainConfig.from_json(args.config)
-    overrides = {"device": args.device, "dtype": args.dtype, "max_steps": args.max_steps,
-                 "max_seconds": args.max_seconds, "clock": args.clock}
-    config = TrainConfig.from_dict({**config.to_dict(),
-                                    **{k: v for k, v in overrides.items() if v is not None}})
-    if args.device is None and torch.cuda.is_available():
-        print("note: a GPU is available; add --device cuda --dtype bfloat16 to use it",
-              file=sys.stderr)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        result = train(config, args.out, resume=args.resume, progress=True)
-    except NonFiniteLossError as e:
-        print(f"buildllm train: error: {e}", file=sys.stderr)
-        return 1
-    if result.final:
-        f = result.final
-        print(f"step {f['step']}: validation loss {f['loss']:.4f} nats/token, "
-              f"{f['nats_per_char']:.4f} nats/char, {f['bits_per_char']:.4f} bits/char")
-        print(f"checkpoint: {Path(args.out) / 'checkpoint'}   log: {Path(args.out) / 'log.jsonl'}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
+def finish(run: Run, d: Data, log: RunLog, procs: Processes, autocast: Callable,
+           final_eval_windows: int | None) -> dict:
+    """The final scores, on the whole validation text (or ``final_eval_windows`` windows of
+    it), logged as ``final_...``; an empty dict on processes other than the first."""
+    if procs.rank != 0:
+        return {}
+    fx, fy = data.eval_windows(d.val_ids, d.val_x.size(1), final_eval_windows)
+    final = {"step": run.step, "train_seconds": run.seconds,
+             **evaluate(run.model, fx, fy, d.counts, autocast=autocast)}
+    log.add({"step": run.step, **{f"final_{k}": v for k, v in final.items() if k != "step"}})
+    return final

@@ -1,0 +1,80 @@
+"""The book's model, trained once and cached: later chapters call :func:`pretrained`.
+
+Explained in the chapter "Training on a CPU". The first call trains a recipe (deterministically:
+fixed seeds and threads) and caches the checkpoint; later calls load it. A lock file makes a
+second caller wait for a run in progress rather than train a second copy on the same cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from buildllm import checkpoint, data
+from buildllm.model import GPT
+from buildllm.recipes import RECIPES
+from buildllm.tokenizer import Tokenizer
+from buildllm.train import TrainConfig, train
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; racing callers each train and publish the same model
+    fcntl = None
+
+
+def recipe_hash(config: TrainConfig) -> str:
+    """A short hash of a recipe and the corpus: the cache key of :func:`pretrained`."""
+    key = {"config": config.to_dict(), "corpus": data.SHA256, "format": 1}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an exclusive lock on the file ``path`` (created if missing) while the block runs;
+    other processes (and threads) that ask for it wait. POSIX only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
+    """The checkpoint folder of the recipe ``name`` trained on Tiny Shakespeare, in
+    ``cache_dir()/models/<name>-<recipe hash>`` with its ``log.jsonl``; trained on the first
+    call (with ``threads`` threads), and again if the cached copy is damaged."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    config = TrainConfig.from_dict(RECIPES[name])
+    folder = data.cache_dir() / "models" / f"{name}-{recipe_hash(config)}"
+    with exclusive(folder.with_name(folder.name + ".lock")):
+        try:
+            checkpoint.read_config(folder)
+            return folder
+        except checkpoint.CheckpointError:  # missing, or damaged: trained again and replaced
+            pass
+        previous, rng = torch.get_num_threads(), torch.get_rng_state()
+        torch.set_num_threads(threads)
+        try:
+            result = train(config)
+        finally:
+            torch.set_num_threads(previous)
+            torch.set_rng_state(rng)
+        log = "".join(json.dumps(r) + "\n" for r in result.log)
+        state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}
+        checkpoint.save_checkpoint(folder, result.model, result.tokenizer, train_state=state,
+                                   extra_files={"log.jsonl": log})
+    return folder
+
+
+def pretrained(name: str = "book", threads: int = 2) -> tuple[GPT, Tokenizer]:
+    """``(model, tokenizer)`` of :func:`pretrained_dir`: trained once, then loaded."""
+    return checkpoint.load_model(pretrained_dir(name, threads))
