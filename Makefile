@@ -22,16 +22,17 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: all install tex book html pdf test test-unit test-notebooks test-notebooks-other-cpu test-book bench lab execute figures lint clean
+.PHONY: all install tex book html pdf test test-unit test-notebooks test-notebooks-other-cpu test-book browser bench lab execute figures lint clean
 
 all: book
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' \
 	  || { echo "error: set PYTHON=/path/to/python3.11 (make PYTHON=...)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -66,7 +67,7 @@ test: install tex
 	$(MAKE) --no-print-directory test-unit test-notebooks test-notebooks-other-cpu test-book
 
 test-unit: install
-	$(BIN)/python -m pytest -q -n $(JOBS) tests
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "not browser" tests
 
 # nbval re-runs every chapter and compares each output with the stored one; figures are not
 # compared (the plugin tests/nbval_figures.py), text is, exactly.
@@ -86,7 +87,12 @@ OTHER_CPU = ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU
 test-notebooks-other-cpu: install
 	$(OTHER_CPU) BUILDLLM_CACHE_DIR=$(abspath _build/cache-other-cpu) $(NBVAL)
 
-test-book: html pdf
+# The book builds (warnings are errors), and every page reads well in a real browser.
+test-book: html pdf browser
+	$(BIN)/python -m pytest -q -m browser tests/test_html.py
+
+browser:
+	@bash scripts/ensure-browser.sh
 
 # ---- benchmarks, lab, authoring -------------------------------------------------------------
 bench: install

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Make sure the TeX Live tools the PDF needs are present; install them with apt when missing.
 set -euo pipefail
-pkgs=(texlive-xetex texlive-latex-extra texlive-fonts-recommended latexmk fonts-freefont-otf
+pkgs=(texlive-xetex texlive-latex-extra texlive-fonts-recommended latexmk fonts-dejavu-core
       lmodern tex-gyre)
 missing=()
 command -v xelatex >/dev/null || missing+=(xelatex)
 command -v latexmk >/dev/null || missing+=(latexmk)
 [ -d /usr/share/texmf/fonts/opentype/public/tex-gyre ] || missing+=(tex-gyre)
-[ -f /usr/share/fonts/opentype/freefont/FreeMono.otf ] || missing+=(fonts-freefont-otf)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

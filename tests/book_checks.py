@@ -99,7 +99,7 @@ def check_executed(path: Path) -> list[str]:
     if with_output == 0:
         problems.append(f"{path}: no code cell has a stored output, so nbval would check nothing")
     for c in code:
-        ignored = "NBVAL_IGNORE_OUTPUT" in "".join(c.get("source", ""))
+        ignored = "nbval-ignore-output" in c.get("metadata", {}).get("tags", [])
         for o in c.get("outputs", []):
             if o.get("output_type") == "error":
                 problems.append(f"{path}: a stored output is an error ({o.get('ename')})")
@@ -124,12 +124,46 @@ def prose(page: Path) -> list[str]:
     return []
 
 
+PLUMBING_CODE = ("glue(", "display(Markdown", "NBVAL")  # what a printed page must not show
+
+
+def check_cells_shown(path: Path) -> list[str]:
+    """Problems: a code cell that a reader sees (no ``remove-input`` tag) but that holds build
+    plumbing (a glue call, a Markdown table builder, an nbval marker)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    problems = []
+    for k, c in enumerate(c for c in nb.get("cells", []) if c.get("cell_type") == "code"):
+        source = "".join(c.get("source", ""))
+        hidden = "remove-input" in c.get("metadata", {}).get("tags", [])
+        if not hidden and (found := [p for p in PLUMBING_CODE if p in source]):
+            problems.append(f"{path.name} code cell {k} shows {found[0]!r}: move it to a cell "
+                            f"tagged remove-input (nbval markers become cell tags)")
+    return problems
+
+
+def check_figures_referenced(root: Path) -> list[str]:
+    """Problems: a figure or table with a name that the text never cites with {numref}."""
+    names, cited = {}, set()
+    for page in sorted((root / "book").rglob("*")):
+        for text in prose(page):
+            for m in re.finditer(r"^:name: ((?:fig|tbl)-\S+)", text, re.M):
+                names[m.group(1)] = page.name
+            cited |= set(re.findall(r"\{numref\}`([^`<]+)`", text))
+    for page in sorted((root / "book").glob("*.ipynb")):  # tables built by code cells
+        nb = json.loads(page.read_text(encoding="utf-8"))
+        for c in nb.get("cells", []):
+            for m in re.finditer(r":name: (tbl-[\w-]+)", "".join(c.get("source", ""))):
+                names[m.group(1)] = page.name
+    return [f"{page}: {name} is never cited ({{numref}}`{name}`)"
+            for name, page in sorted(names.items()) if name not in cited]
+
+
 # Modules whose code teaches: each is shown (a literalinclude) in a chapter. The others are
 # plumbing, never printed in a chapter; the API reference lists them.
 TEACHING = {"repro", "config", "bpe", "bpe_fast", "tokenizer", "tokenizer_export", "data",
             "embeddings", "norms", "attention", "layers", "model", "convert", "recipes", "train",
-            "generate"}
-PLUMBING = {"files", "device", "checkpoint", "pretrained", "cli"}
+            "muon", "generate", "quantize", "lora", "finetune"}
+PLUMBING = {"files", "device", "checkpoint", "pretrained", "plays", "cli"}
 
 
 def library_modules(root: Path) -> list[str]:

@@ -19,14 +19,39 @@ import pytest
 from book_checks import (
     book_commands,
     check_api_reference,
+    check_cells_shown,
     check_commands,
     check_executed,
+    check_figures_referenced,
     check_library_shown,
     check_toc,
     toc_notebooks,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", toc_notebooks(ROOT), ids=lambda p: p.name)
+def test_no_build_plumbing_is_printed(path):
+    assert check_cells_shown(path) == []
+
+
+def test_every_figure_and_table_is_cited():
+    assert check_figures_referenced(ROOT) == []
+
+
+def test_plumbing_and_citation_checks_see_problems(tmp_path):
+    path = _notebook(tmp_path / "book" / "nb.ipynb", ['glue("x", 1, display=False)'])
+    assert "shows 'glue('" in check_cells_shown(path)[0]
+    nb = json.loads(path.read_text())
+    nb["cells"][1]["metadata"]["tags"] = ["remove-input"]
+    path.write_text(json.dumps(nb))
+    assert check_cells_shown(path) == []
+    (tmp_path / "book" / "ch.md").write_text("```{figure} a.png\n:name: fig-a\n\nA.\n```\n")
+    assert "fig-a is never cited" in check_figures_referenced(tmp_path)[0]
+    (tmp_path / "book" / "ch.md").write_text("```{figure} a.png\n:name: fig-a\n```\n"
+                                             "See {numref}`fig-a`.\n")
+    assert check_figures_referenced(tmp_path) == []
 
 
 def test_every_notebook_is_listed_and_every_listed_file_exists():

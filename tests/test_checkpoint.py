@@ -232,3 +232,69 @@ def test_a_character_tokenizer_file_of_buildllm_0_1_loads(tmp_path):
                                                   n_head=1, n_embd=4)), tok)
     _rewrite_tokenizer(tmp_path / "c", json.dumps({"format": "buildllm-char", "chars": tok.chars}))
     assert load_model(tmp_path / "c")[1].encode("dcba") == tok.encode("dcba")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_weights_load_exactly_in_the_dtype_they_were_saved_in(tmp_path, bpe, dtype):
+    """No float32 detour: float64 weights keep the bits that float32 would round away."""
+    torch.manual_seed(0)
+    model = GPT(CONFIG).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)
+    save_checkpoint(tmp_path / "c", model, bpe)
+    loaded = load_checkpoint(tmp_path / "c").model
+    for name, tensor in model.state_dict().items():
+        got = loaded.state_dict()[name]
+        assert got.dtype == tensor.dtype and torch.equal(got, tensor), name
+    assert loaded.lm_head.weight is loaded.wte.weight
+
+
+def _files(folder: Path) -> dict[str, bytes | None]:
+    """Every file (bytes) and folder (None) under ``folder``, by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("failing_call", range(1, 7))
+def test_a_save_that_fails_anywhere_keeps_the_old_checkpoint_byte_for_byte(
+        tmp_path, bpe, monkeypatch, failing_call):
+    """The renames of a save, in order: weights, tokenizer, optimizer, config.json (each file
+    is renamed into the temporary folder), the old folder aside, the new one into place. A
+    disk error at any of them leaves the old checkpoint exactly as it was, and nothing else."""
+    model, opt = trained()
+    save_checkpoint(tmp_path / "c", model, bpe, optimizer=opt, train_state={"step": 1})
+    before = _files(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def failing(src, dst):
+        calls.append(dst)
+        if len(calls) == failing_call:
+            raise OSError(28, "No space left on device", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path / "c", model, bpe, optimizer=opt, train_state={"step": 2})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _files(tmp_path) == before
+
+
+def test_a_file_where_the_checkpoint_goes_is_kept(tmp_path, bpe):
+    model, _ = trained()
+    (tmp_path / "c").write_text("precious")
+    for dest in (tmp_path / "c", tmp_path / "c" / "sub"):
+        with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+            save_checkpoint(dest, model, bpe)
+        assert [p.name for p in tmp_path.iterdir()] == ["c"]
+        assert (tmp_path / "c").read_text() == "precious"
+
+
+def test_replace_false_refuses_before_writing_anything(tmp_path, bpe, monkeypatch):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "c", model, bpe)
+    before = _files(tmp_path)
+    monkeypatch.setattr(checkpoint, "write_atomically", lambda *a: pytest.fail("wrote"))
+    with pytest.raises(FileExistsError, match="replace=True"):
+        save_checkpoint(tmp_path / "c", model, bpe, replace=False)
+    assert _files(tmp_path) == before

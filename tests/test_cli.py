@@ -183,7 +183,7 @@ def test_tokenizer_files_that_cannot_be_read(tmp_path, capsys):
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café".encode("latin-1"))
     for path, words in [(latin1, "latin1.txt is not UTF-8 text"), (tmp_path, "is a folder"),
-                        (tmp_path / "missing.txt", "No such file")]:
+                        (tmp_path / "missing.txt", "missing.txt does not exist")]:
         assert main(["tokenizer", "train", str(tmp_path / "t.json"), "--text", str(path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("buildllm tokenizer: error: ") and words in err

@@ -168,6 +168,8 @@ def test_missing_files(tmp_path):
     (dict(pos_encoding="rope"), "pos_encoding"), (dict(pos_encoding="sinusoidal"), "pos_encoding"),
     (dict(norm="rmsnorm"), "norm"), (dict(mlp="swiglu"), "mlp"), (dict(bias=False), "bias"),
     (dict(n_kv_head=2), "n_kv_head"), (dict(qk_norm=True), "qk_norm"),
+    (dict(mlp="relu2"), "mlp"), (dict(value_embed=True), "value_embed"),
+    (dict(logit_softcap=30.0), "logit_softcap"),
 ])
 def test_non_gpt2_configs_are_refused(kw, name, tmp_path):
     model = GPT(GPTConfig(**SMALL, **kw))
@@ -210,3 +212,85 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
         os.umask(previous)
     for path in (tmp_path / "hf").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+# -- exact copies in the source's dtype ---------------------------------------------------------
+
+
+def assert_same_weights(ours: GPT, expected: dict[str, torch.Tensor]) -> None:
+    """Our model's weights under Hugging Face's names equal ``expected`` bit for bit, dtype
+    included."""
+    got = convert.to_hf_state_dict(ours)
+    assert got.keys() == expected.keys()
+    for name, tensor in got.items():
+        assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name]), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("kw", [{}, dict(tie_weights=False), dict(mlp="relu", mlp_hidden=3 * C)],
+                         ids=str)
+def test_conversions_copy_every_weight_exactly_in_its_dtype(kw, dtype, tmp_path):
+    """float64 weights are not rounded to float32 on the way (to_hf, from_hf, save_hf, load_hf,
+    save_pretrained): every tensor comes back bit for bit, in its own dtype."""
+    torch.manual_seed(6)
+    ours = randomized(GPT(GPTConfig(**SMALL, **kw)).to(dtype))  # noise below float32's step
+    expected = convert.to_hf_state_dict(ours)
+    hf = convert.to_hf(ours)
+    hf_state = hf.state_dict()
+    for name, tensor in expected.items():
+        assert hf_state[name].dtype == dtype and torch.equal(hf_state[name], tensor), name
+    assert_same_weights(convert.from_hf(hf), expected)
+    convert.save_hf(ours, tmp_path / "ours")
+    assert_same_weights(convert.load_hf(tmp_path / "ours"), expected)
+    hf.save_pretrained(tmp_path / "hf")
+    assert_same_weights(convert.load_hf(tmp_path / "hf"), expected)
+
+
+def test_float64_logits_agree_to_float64_precision():
+    """Exact weights: the two models differ only by the order of float64 sums, not by a
+    float32 rounding of the weights (about 1e-6 before)."""
+    hf = randomized(hf_small().double())
+    ours = convert.from_hf(hf)
+    x = ids()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], hf(x).logits, atol=1e-12, rtol=1e-12)
+        back = convert.from_hf(convert.to_hf(ours))
+        assert torch.equal(back(x)[0], ours(x)[0])
+
+
+def test_a_file_of_mixed_dtypes_loads_in_the_dtype_that_holds_each(tmp_path):
+    """A half-precision file that keeps its LayerNorms in float32 loads as float32: every
+    value exactly as stored."""
+    torch.manual_seed(7)
+    ours = randomized(GPT(GPTConfig(**SMALL)))
+    tensors = {k: (v if ".ln_" in k else v.half())
+               for k, v in convert.to_hf_state_dict(ours).items()}
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(convert.to_hf_config(ours.config)))
+    loaded = convert.load_hf(tmp_path)
+    assert_same_weights(loaded, {k: v.float() for k, v in tensors.items()})
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe{}", "config.json is not UTF-8 text"), (b"[1]", "a GPT-2 config is a JSON object"),
+    (b'{"n_embd": "32"}', 'n_embd must be an integer, got "32"'),
+    (b'{"n_inner": 1.5}', "n_inner must be an integer or null"), (b"{", "is not valid JSON"),
+])
+def test_a_bad_hf_config_names_the_file(content, words, tmp_path):
+    convert.save_hf(GPT(GPTConfig(**SMALL)), tmp_path)
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=words) as e:
+        convert.load_hf(tmp_path)
+    assert str(tmp_path / "config.json") in str(e.value)
+
+
+def test_damaged_hf_weights_name_the_file(tmp_path):
+    convert.save_hf(GPT(GPTConfig(**SMALL)), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors"):
+        convert.load_hf(tmp_path)
+    weights.unlink()
+    weights.mkdir()
+    with pytest.raises(ValueError, match="model.safetensors is a folder, not a file"):
+        convert.load_hf(tmp_path)

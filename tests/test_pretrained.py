@@ -66,6 +66,14 @@ def test_recipe_hash_follows_the_recipe_and_the_corpus(monkeypatch):
     assert pretrained.recipe_hash(config) != h
 
 
+def test_settings_that_change_no_training_leave_the_cache_key():
+    """Muon's settings do nothing while the optimizer is AdamW: a cached model stays valid."""
+    h = pretrained.recipe_hash(TrainConfig.from_dict(RECIPE))
+    inert = TrainConfig.from_dict({**RECIPE, "optimizer": "adamw", "muon_momentum": 0.5})
+    assert pretrained.recipe_hash(inert) == h
+    assert pretrained.recipe_hash(TrainConfig.from_dict({**RECIPE, "optimizer": "muon"})) != h
+
+
 def test_pretrained_replaces_a_damaged_cached_model(trainings):
     folder = pretrained.pretrained_dir("tiny")
     (folder / "model.safetensors").write_bytes(b"damaged")

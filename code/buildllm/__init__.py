@@ -23,9 +23,14 @@ module                        chapter
 ``buildllm.device``           Training on a CPU (choosing a device)
 ``buildllm.checkpoint``       Training on a CPU (saving and loading)
 ``buildllm.recipes``          Training on a CPU; From GPT-2 to today's LLMs
+``buildllm.muon``             From GPT-2 to today's LLMs (the Muon optimizer)
 ``buildllm.train``            Training on a CPU
 ``buildllm.pretrained``       Training on a CPU (the book's model, cached)
 ``buildllm.generate``         Generating text
+``buildllm.quantize``         Generating text (int8 weights)
+``buildllm.plays``            Fine-tuning (the data: Shakespeare's plays)
+``buildllm.lora``             Fine-tuning (LoRA)
+``buildllm.finetune``         Fine-tuning (a classifier, instruction tuning)
 ``buildllm.cli``              How this book is built and tested (the command line)
 ============================  ================================================================
 """

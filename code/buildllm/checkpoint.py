@@ -11,7 +11,10 @@ A checkpoint is a folder::
 Nothing is ever unpickled: weights and optimizer moments are safetensors, everything else is
 JSON. ``config.json`` also records the sha256 of the weights, tokenizer and optimizer files,
 so a damaged or mixed-up folder is found when it is loaded, with a message that says which file
-is wrong.
+is wrong. Every file is read through one function (:func:`read_checked`) that turns each way a
+file can be unreadable into a :class:`CheckpointError` naming it, and every field of
+``config.json`` is checked for its type (:func:`check_fields`). Weights load exactly, in the
+dtype they were saved in.
 
 The folder is written *atomically*: every file goes into a temporary folder beside the
 destination, which is then renamed into place (the old folder is first renamed aside, then
@@ -21,22 +24,25 @@ writer killed between the two renames leaves the old one aside, where readers st
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
 from safetensors.torch import load_model as _load_weights
+from safetensors.torch import save_file
 from safetensors.torch import save_model as _save_weights
 
 from buildllm.config import GPTConfig
-from buildllm.files import write_atomically
+from buildllm.files import check_output_folder, check_types, json_text, read_file, write_atomically
 from buildllm.model import GPT
 from buildllm.tokenizer import Tokenizer, load_tokenizer
 
@@ -44,6 +50,7 @@ FORMAT = "buildllm-checkpoint"
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TOKENIZER, OPTIMIZER = (
     "config.json", "model.safetensors", "tokenizer.json", "optimizer.safetensors")
+T = TypeVar("T")
 
 
 class CheckpointError(ValueError):
@@ -94,13 +101,23 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dic
 def publish_folder(tmp: Path, dest: Path, replace: bool = True) -> None:
     """Rename the finished folder ``tmp`` to ``dest``, replacing an older ``dest`` if any
     (with ``replace=False``, an existing ``dest`` raises ``FileExistsError`` and stays as it
-    is). The older one is renamed aside first; a leftover from an interrupted publish, which
-    :func:`find_checkpoint` falls back to, is deleted once the new one is in place."""
+    is). The older one is renamed aside first, and back if the new one cannot be renamed into
+    place; a leftover from a writer killed in between, which :func:`find_checkpoint` falls back
+    to, is deleted once a new one is in place."""
     if dest.exists() and not replace:
         raise FileExistsError(f"{dest} exists; pass replace=True to replace it")
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"{dest} is a file, not a checkpoint folder; it is kept as it "
+                                 f"is: choose another place, or move the file away")
+    aside = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
     if dest.exists():
-        os.replace(dest, dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}"))
-    os.replace(tmp, dest)
+        os.replace(dest, aside)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # the old checkpoint goes back where it was
+        if aside.exists():
+            os.replace(aside, dest)
+        raise
     for old in dest.parent.glob(f".{dest.name}.old-*"):
         shutil.rmtree(old, ignore_errors=True)
 
@@ -118,7 +135,9 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, *
     ``replace=False`` an existing checkpoint at ``path`` is kept and ``FileExistsError`` is raised.
     """
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    dest = Path(path)
+    dest = check_output_folder(path)  # not a file, not under one, writable: before any work
+    if dest.exists() and not replace:
+        raise FileExistsError(f"{dest} exists; pass replace=True to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()  # the usual permissions (tempfile.mkdtemp's folders are private)
@@ -153,6 +172,22 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, *
 
 # -- reading -----------------------------------------------------------------------------------
 
+DAMAGED = "the checkpoint is damaged or incomplete: train again, or restore it from a copy"
+SCHEMA = {"format": str, "version": int, "model": dict, "tokenizer": dict, "train": dict,
+          "sha256": dict}  # the fields of config.json and their types
+MODEL_SIZES = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")  # never defaulted
+TOKENIZER_FIELDS = {"kind": str, "file": str, "vocab_size": int}
+TRAIN_FIELDS = {"step": int, "train_seconds": float, "config": dict}  # as train.save_run writes
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+          "BF16": torch.bfloat16}  # safetensors' names of the floating-point dtypes
+
+
+def read_checked(path: Path, read: Callable[[Path], T]) -> T:
+    """``read(path)`` for a file of a checkpoint: every way the file can be unreadable (missing,
+    a folder, not UTF-8, not JSON, not safetensors) is a :class:`CheckpointError` naming it."""
+    return read_file(path, read, DAMAGED, CheckpointError)
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint folder at ``path``: the folder itself, or its ``checkpoint`` subfolder
     (a training run's output folder holds its log beside ``checkpoint/``), or, when a save was
@@ -171,65 +206,153 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         f"Train one with `buildllm train --out {path}` or pass the folder that holds it.")
 
 
+def check_fields(doc: dict) -> None:
+    """Check every field of a config.json for its type (a damaged or hand-edited file may hold
+    ``null`` or a string anywhere), and that the files it names lie in its folder: a
+    ``ValueError`` naming the first bad field."""
+    check_types(doc, SCHEMA)
+    if missing := [name for name in ("model", "tokenizer") if name not in doc]:
+        raise ValueError(f"the field {missing[0]!r} is missing")
+    if missing := [name for name in MODEL_SIZES if name not in doc["model"]]:
+        raise ValueError(f"the field model.{missing[0]} is missing")
+    check_types(doc["model"], GPTConfig, "model.")
+    check_types(doc["tokenizer"], TOKENIZER_FIELDS, "tokenizer.")
+    check_types(doc.get("train", {}), TRAIN_FIELDS, "train.")
+    names = [("tokenizer.file", doc["tokenizer"].get("file", TOKENIZER)),
+             *(("a key of sha256", name) for name in doc.get("sha256", {}))]
+    for field_name, name in names:
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise ValueError(f"{field_name} is {json_text(name)}, not the name of a file in "
+                             f"the checkpoint's folder")
+    for name, digest in doc.get("sha256", {}).items():
+        if not (isinstance(digest, str) and len(digest) == 64
+                and set(digest) <= set("0123456789abcdef")):
+            raise ValueError(f"sha256.{name} must be 64 hex digits, got {json_text(digest)}")
+
+
 def read_config(path: str | os.PathLike) -> dict:
-    """The checked contents of a checkpoint's config.json."""
+    """The checked contents of a checkpoint's config.json: every field of the right type, and
+    the files whose sha256 it records present and unchanged."""
     folder = find_checkpoint(path)
-    try:
-        doc = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{folder / CONFIG} is not valid JSON ({e}): the checkpoint is "
-                              f"damaged; train again or restore it from a copy") from None
+    doc = read_checked(folder / CONFIG, lambda p: json.loads(p.read_text(encoding="utf-8")))
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else None
+        found = doc.get("format") if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
         raise CheckpointError(f"{folder / CONFIG} is not a {FORMAT} config (its 'format' is "
                               f"{found!r}); pass a folder written by save_checkpoint")
-    if doc.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{folder} has checkpoint version {doc.get('version')!r}; this "
-                              f"buildllm reads version {FORMAT_VERSION}")
+    if doc.get("version") != FORMAT_VERSION or type(doc.get("version")) is not int:
+        raise CheckpointError(f"{folder / CONFIG} has checkpoint version "
+                              f"{json_text(doc.get('version'))}; this buildllm reads version "
+                              f"{FORMAT_VERSION}")
+    try:
+        check_fields(doc)
+    except ValueError as e:
+        raise CheckpointError(f"{folder / CONFIG}: {e}; {DAMAGED}") from None
     for name, expected in doc.get("sha256", {}).items():
-        file = folder / name
-        if not file.is_file():
-            raise CheckpointError(f"{file} is missing: the checkpoint is incomplete")
-        if _sha256(file) != expected:
+        if read_checked(folder / name, _sha256) != expected:
             raise CheckpointError(
-                f"{file} does not match the sha256 recorded in {CONFIG}: the file is damaged "
-                f"or comes from another checkpoint; train again or restore it from a copy")
+                f"{folder / name} does not match the sha256 recorded in {CONFIG}: the file is "
+                f"damaged or comes from another checkpoint; train again or restore it from a copy")
     return doc
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint folder: model (in eval mode), tokenizer, training and optimizer state."""
-    folder = find_checkpoint(path)
-    doc = read_config(folder)
+def _model_config(doc: dict, path: Path) -> GPTConfig:
+    """The checked model configuration of a config.json (read from ``path``)."""
     try:
-        config = GPTConfig.from_dict(doc["model"])
-        tok_info = doc["tokenizer"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{folder / CONFIG} has a bad model config: {e}") from None
+        return GPTConfig.from_dict(doc["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has a bad model config: {e}; {DAMAGED}") from None
+
+
+def read_tokenizer(folder: Path, doc: dict, config: GPTConfig) -> Tokenizer:
+    """The tokenizer that config.json (``doc``) names, checked to fit the model's vocabulary."""
     try:
-        tokenizer = load_tokenizer(folder / tok_info.get("file", TOKENIZER))
+        tokenizer = load_tokenizer(folder / doc["tokenizer"].get("file", TOKENIZER))
     except ValueError as e:
         raise CheckpointError(str(e)) from None
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(
             f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens but the model only "
             f"{config.vocab_size}: the tokenizer belongs to another model")
-    model = GPT(config)
+    return tokenizer
+
+
+def weights_dtype(path: Path) -> torch.dtype:
+    """The floating-point dtype of the weights in a safetensors file, read from its header: the
+    one they all share, or the smallest that holds each of them exactly (float32 if none)."""
+    with safe_open(str(path), framework="pt") as f:
+        found = {DTYPES.get(f.get_slice(name).get_dtype()) for name in f.keys()} - {None}
+    return functools.reduce(torch.promote_types, sorted(found, key=str)) if found \
+        else torch.float32
+
+
+def read_weights(path: Path, config: GPTConfig) -> GPT:
+    """The model that ``config`` describes with the weights of ``path``, exactly, in the
+    file's own dtype (a float64 or bfloat16 file gives a float64 or bfloat16 model)."""
+    model = GPT(config).to(read_checked(path, weights_dtype))
     try:
-        _load_weights(model, str(folder / WEIGHTS), strict=True)
-    except (RuntimeError, SafetensorError, OSError) as e:
-        raise CheckpointError(f"the weights in {folder / WEIGHTS} do not fit the model that "
-                              f"{CONFIG} describes: {e}") from None
-    model.to(device).eval()
-    optimizer_state, rng_state = None, {}
-    if (folder / OPTIMIZER).is_file():
-        tensors = load_file(str(folder / OPTIMIZER))
-        rng_state = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-        opt_tensors = {k: v for k, v in tensors.items() if k.startswith("state.")}
-        with safe_open(str(folder / OPTIMIZER), framework="pt") as f:
-            groups = json.loads((f.metadata() or {}).get("param_groups", "[]"))
-        if groups:
-            optimizer_state = unflatten_optimizer(opt_tensors, groups)
+        read_checked(path, lambda p: _load_weights(model, str(p), strict=True))
+    except RuntimeError as e:  # names or shapes that do not fit: say the first few
+        detail = "; ".join(line.strip() for line in str(e).splitlines()[1:4])
+        raise CheckpointError(f"the weights in {path} do not fit the model that {CONFIG} "
+                              f"describes ({detail}); {DAMAGED}") from None
+    return model
+
+
+def _tensors_and_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of a safetensors file, and its metadata."""
+    with safe_open(str(path), framework="pt") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
+
+
+def read_optimizer(path: Path) -> tuple[dict | None, dict[str, torch.Tensor]]:
+    """``(optimizer state_dict or None, rng states)`` from optimizer.safetensors, if there is
+    one; damage of any kind is a :class:`CheckpointError` that names the file."""
+    if not path.exists():
+        return None, {}
+    tensors, metadata = read_checked(path, _tensors_and_metadata)
+    rng_state = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    try:
+        groups = json.loads(metadata.get("param_groups", "[]"))
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError(f"param_groups is {json_text(groups)}, not a list of objects")
+        state = unflatten_optimizer(
+            {k: v for k, v in tensors.items() if k.startswith("state.")}, groups)
+    except ValueError as e:  # bad JSON, or a tensor name that is not state.<index>.<name>
+        raise CheckpointError(f"{path} holds a damaged optimizer state ({e}); {DAMAGED}") from None
+    return (state if groups else None), rng_state
+
+
+def check_run_folder(out_dir: str | os.PathLike | None, resume: bool = False) -> Path | None:
+    """A training run's output folder, checked before any work: a folder that can be written
+    (:func:`~buildllm.files.check_output_folder`), with no file where its ``checkpoint/``
+    goes, and, to ``resume``, a readable checkpoint in it that holds a training state (the
+    step, the seconds, the configuration, the optimizer's file). ``None`` stays ``None``."""
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume=True needs the out_dir of the run to resume")
+        return None
+    out = check_output_folder(out_dir)
+    check_output_folder(out / "checkpoint")
+    if resume:
+        doc = read_config(out)
+        lacks = [f"train.{k}" for k in TRAIN_FIELDS if k not in doc.get("train", {})]
+        lacks += [] if OPTIMIZER in doc.get("sha256", {}) else [OPTIMIZER]
+        if lacks:
+            raise CheckpointError(f"the checkpoint in {out} has no {lacks[0]}: it was not "
+                                  f"saved by a training run, so it cannot be resumed; train "
+                                  f"into a new --out")
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint folder: model (in eval mode, in the dtype its weights were saved in),
+    tokenizer, training and optimizer state. Any damage is a :class:`CheckpointError`."""
+    folder = find_checkpoint(path)
+    doc = read_config(folder)
+    config = _model_config(doc, folder / CONFIG)
+    tokenizer = read_tokenizer(folder, doc, config)
+    model = read_weights(folder / WEIGHTS, config).to(device).eval()
+    optimizer_state, rng_state = read_optimizer(folder / OPTIMIZER)
     return Checkpoint(model, tokenizer, folder, doc.get("train", {}), optimizer_state, rng_state)
 
 

@@ -4,11 +4,13 @@ The commands, each a parser below and a function that runs it:
 
 - ``buildllm tokenizer train|encode|decode``: learn a BPE tokenizer, use one;
 - ``buildllm train``: train a model as a recipe says, log and checkpoint (resumable);
-- ``buildllm generate`` (alias ``sample``): continue a prompt with a trained checkpoint.
+- ``buildllm generate`` (alias ``sample``): continue a prompt with a trained checkpoint;
+- ``buildllm finetune``: turn a trained model into a genre classifier (head, full or LoRA).
 
-A user's mistake (a missing file, a bad setting, a damaged checkpoint) ends in one line on
-standard error and exit status 2, never in a traceback. Described in the chapter "How this
-book is built and tested".
+A user's mistake (a missing file, a folder where a file belongs, a file that is not UTF-8, a
+bad setting, a damaged checkpoint, an output path that cannot be written) ends in one line on
+standard error and exit status 2, never in a traceback; output paths are checked before any
+work starts. Described in the chapter "How this book is built and tested".
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ import torch.distributed as dist
 from buildllm import data
 from buildllm.checkpoint import load_model
 from buildllm.device import resolve_device
+from buildllm.files import check_output_file, check_output_folder, read_text
+from buildllm.finetune import METHODS, finetune_classifier, genre_task
 from buildllm.generate import check_settings, stream_text
+from buildllm.lora import save_adapters
+from buildllm.pretrained import pretrained_dir
 from buildllm.recipes import RECIPES
 from buildllm.tokenizer import load_tokenizer, train_bpe
 from buildllm.train import NonFiniteLossError, TrainConfig, train
@@ -39,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokenizer_commands(commands)
     add_train_command(commands)
     add_generate_command(commands)
+    add_finetune_command(commands)
     return parser
 
 
@@ -51,9 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, data.CorpusError) as e:  # a clear message, no traceback
-        print(f"buildllm {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, ModuleNotFoundError, data.CorpusError) as e:  # no traceback
+        print(f"buildllm {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line of text; an ``OSError`` of the system (``[Errno 13] ...``) as its
+    reason and the file it concerns."""
+    text = str(error)
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        text = f"{error.filename}: {error.strerror.lower()}"
+        if error.filename2 is not None:
+            text += f" (-> {error.filename2})"
+    return " ".join(text.split())
 
 
 # ---- buildllm tokenizer ----------------------------------------------------------------------
@@ -84,9 +102,11 @@ def add_tokenizer_commands(commands) -> None:
 
 def tokenizer_train(args: argparse.Namespace) -> int:
     """Learn from a file, or from the book's training text (the validation text stays unseen,
-    as in chapter "Training on a CPU")."""
+    as in chapter "Training on a CPU"). The output path is checked before the slow part."""
+    check_output_file(args.out)
     if args.text:
-        text = read_text(args.text)
+        text = read_text(args.text, "pass a UTF-8 text file to learn from (convert one with "
+                                    "`iconv -f latin1 -t utf-8 FILE > NEW`)")
     else:
         text = data.train_val_split(data.load_text())[0]
     tok = train_bpe(text, args.vocab_size)
@@ -109,17 +129,6 @@ def tokenizer_decode(args: argparse.Namespace) -> int:
     """The text, exactly (no newline added)."""
     print(load_tokenizer(args.tokenizer).decode(args.ids), end="")
     return 0
-
-
-def read_text(path: str) -> str:
-    """A UTF-8 text file's contents, or a ValueError that names the file and the problem."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert "
-                         f"it to UTF-8, e.g. with iconv") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder; pass a text file") from None
 
 
 # ---- buildllm train --------------------------------------------------------------------------
@@ -209,6 +218,47 @@ def generate_command(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+# ---- buildllm finetune ----------------------------------------------------------------------
+
+
+def add_finetune_command(commands) -> None:
+    """``buildllm finetune``: a genre classifier on Shakespeare's plays."""
+    p = commands.add_parser(
+        "finetune", help="fine-tune a trained model to tell a passage's genre",
+        description="Fine-tune a trained model to tell comedy, history and tragedy apart, "
+                    "on plays of Shakespeare split by play (chapter 'Fine-tuning'); print the "
+                    "accuracy on the held-out plays.")
+    p.add_argument("--checkpoint", help="a trained model (default: the book's model, trained "
+                                        "once and cached)")
+    p.add_argument("--method", choices=METHODS, default="lora",
+                   help="what trains: the head only, everything, or LoRA adapters (default)")
+    p.add_argument("--steps", type=int, default=200, help="training steps (200)")
+    p.add_argument("--lr", type=float, help="peak learning rate (1e-3 full, 3e-3 otherwise)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank r (8)")
+    p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (16)")
+    p.add_argument("--out", help="with --method lora: a folder for the adapters and the head")
+    p.set_defaults(func=finetune_command)
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    """Train, print the held-out accuracy, save the adapters when asked."""
+    if args.out and args.method != "lora":
+        raise ValueError("--out saves LoRA adapters: use it with --method lora")
+    if args.out:
+        check_output_folder(args.out)  # before the training, not after it
+    model, tokenizer = load_model(args.checkpoint or pretrained_dir("book"))
+    task = genre_task(tokenizer)
+    lr = args.lr or (1e-3 if args.method == "full" else 3e-3)
+    classifier, r = finetune_classifier(model, task, args.method, args.steps, lr, args.rank,
+                                        args.alpha)
+    print(f"{args.method}: held-out accuracy {r['acc']:.3f} (95% interval {r['lo']:.3f} to "
+          f"{r['hi']:.3f}, {r['n']} passages); {r['trainable']:,} trainable parameters; "
+          f"{r['cpu_seconds']:.0f} CPU seconds")
+    if args.out:
+        print(f"adapters: {save_adapters(classifier, args.out)}")
     return 0
 
 

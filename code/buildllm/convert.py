@@ -24,8 +24,10 @@ raises a ``ValueError`` that names the option.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -33,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from buildllm.config import GPTConfig
-from buildllm.files import write_atomically
+from buildllm.files import check_output_folder, check_types, read_file, read_json, write_atomically
 from buildllm.model import GPT
 
 PREFIX = "transformer."  # Hugging Face keeps the body under `transformer`, the head beside it
@@ -41,6 +43,11 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older GPT-2 checkpoints
 ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu"}  # our `mlp` -> Hugging Face's activation
 HF_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
+HF_FIELDS = {"model_type": str, "vocab_size": int, "n_positions": int, "n_layer": int,
+             "n_head": int, "n_embd": int, "n_inner": int | None, "activation_function": str,
+             "resid_pdrop": float, "layer_norm_epsilon": float, "tie_word_embeddings": bool}
+FOLDER_FIX = ("a GPT-2 folder holds config.json and model.safetensors (save one with save_hf "
+              "or save_pretrained)")
 
 
 def check_convertible(config: GPTConfig) -> None:
@@ -58,6 +65,10 @@ def check_convertible(config: GPTConfig) -> None:
         problems.append(f"n_kv_head={config.n_kv_head} (GPT-2 has one per query head)")
     if config.qk_norm:
         problems.append("qk_norm=True (GPT-2 has no QK-norm)")
+    if config.logit_softcap is not None:
+        problems.append(f"logit_softcap={config.logit_softcap} (GPT-2 has no soft-capping)")
+    if config.value_embed:
+        problems.append("value_embed=True (GPT-2 has no value embeddings)")
     if problems:
         raise ValueError(
             "this configuration does not convert to GPT-2: " + "; ".join(problems)
@@ -89,7 +100,11 @@ def to_hf_config(config: GPTConfig) -> dict:
 
 
 def from_hf_config(hf: dict) -> GPTConfig:
-    """Our :class:`GPTConfig` for a Hugging Face GPT-2 ``config.json`` (as a dict)."""
+    """Our :class:`GPTConfig` for a Hugging Face GPT-2 ``config.json`` (as a dict); a field of
+    the wrong type or value is a ``ValueError`` that names it."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"a GPT-2 config is a JSON object, got {type(hf).__name__}")
+    check_types(hf, HF_FIELDS)
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ValueError(f"model_type {hf.get('model_type')!r} is not 'gpt2'; only GPT-2 loads")
     act = hf.get("activation_function", "gelu_new")
@@ -169,27 +184,40 @@ def load_hf_state_dict(model: GPT, tensors: dict[str, torch.Tensor], source: str
     return model
 
 
+def common_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype:
+    """The floating-point dtype that holds every floating tensor of ``tensors`` exactly: the one
+    they share (float64 stays float64, bfloat16 stays bfloat16), else the smallest wider one;
+    float32 when there is none."""
+    found = {t.dtype for t in tensors if t.is_floating_point()}
+    return functools.reduce(torch.promote_types, sorted(found, key=str)) if found \
+        else torch.float32
+
+
 def to_hf(model: GPT) -> GPT2LMHeadModel:
-    """A ``transformers.GPT2LMHeadModel`` with our model's weights (copied)."""
-    hf = GPT2LMHeadModel(GPT2Config(**to_hf_config(model.config)))
+    """A ``transformers.GPT2LMHeadModel`` with our model's weights, copied exactly in their own
+    dtype (the model is made in that dtype before the weights are copied in, not cast after)."""
     state = to_hf_state_dict(model)
+    hf = GPT2LMHeadModel(GPT2Config(**to_hf_config(model.config)))
+    hf.to(common_dtype(state.values()))
     if model.config.tie_weights:
         state["lm_head.weight"] = state[PREFIX + "wte.weight"]
     hf.load_state_dict(state, strict=True)
-    return hf.to(model.wte.weight.dtype).train(model.training)
+    return hf.train(model.training)
 
 
 def from_hf(hf_model: GPT2LMHeadModel) -> GPT:
-    """Our :class:`GPT` with the weights of a ``transformers.GPT2LMHeadModel`` (copied)."""
-    model = GPT(from_hf_config(hf_model.config.to_dict()))
-    load_hf_state_dict(model, hf_model.state_dict(), "the Hugging Face model")
-    return model.to(hf_model.transformer.wte.weight.dtype).train(hf_model.training)
+    """Our :class:`GPT` with the weights of a ``transformers.GPT2LMHeadModel``, copied exactly
+    in their own dtype."""
+    state = hf_model.state_dict()
+    model = GPT(from_hf_config(hf_model.config.to_dict())).to(common_dtype(state.values()))
+    load_hf_state_dict(model, state, "the Hugging Face model")
+    return model.train(hf_model.training)
 
 
 def save_hf(model: GPT, folder: str | os.PathLike) -> Path:
     """Write ``config.json`` and ``model.safetensors`` that ``from_pretrained`` can load."""
-    folder = Path(folder)
     config = to_hf_config(model.config)  # checks the configuration before anything is written
+    folder = check_output_folder(folder)  # and the folder: not a file, not under one, writable
     folder.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model)
     write_atomically(folder / "model.safetensors",
@@ -202,14 +230,18 @@ def save_hf(model: GPT, folder: str | os.PathLike) -> Path:
 def load_hf(folder: str | os.PathLike) -> GPT:
     """Our :class:`GPT` from a Hugging Face GPT-2 folder (``config.json`` + ``model.safetensors``).
 
-    Reads safetensors only (never a pickled ``pytorch_model.bin``). The model is in eval mode.
+    Reads safetensors only (never a pickled ``pytorch_model.bin``). The model is in eval mode,
+    in the dtype of the file's weights, which it holds exactly. A missing or unreadable file, or
+    a config field of the wrong type, is a ``ValueError`` that names the file.
     """
-    folder = Path(folder)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise ValueError(f"{p} does not exist; a GPT-2 folder holds config.json and "
-                             f"model.safetensors (save one with save_hf or save_pretrained)")
-    model = GPT(from_hf_config(json.loads(config_path.read_text())))
-    load_hf_state_dict(model, load_file(weights_path), str(weights_path))
+    config_path, weights_path = Path(folder) / "config.json", Path(folder) / "model.safetensors"
+    hf = read_json(config_path, FOLDER_FIX)
+    try:
+        config = from_hf_config(hf)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{config_path}: {e}") from None
+    tensors = read_file(weights_path, load_file, FOLDER_FIX)
+    weights = [t for name, t in tensors.items() if not name.endswith(IGNORED)]
+    model = GPT(config).to(common_dtype(weights))
+    load_hf_state_dict(model, tensors, str(weights_path))
     return model.eval()

@@ -27,8 +27,17 @@ except ImportError:  # Windows: no lock; racing callers each train and publish t
 
 
 def recipe_hash(config: TrainConfig) -> str:
-    """A short hash of a recipe and the corpus: the cache key of :func:`pretrained`."""
-    key = {"config": config.to_dict(), "corpus": data.SHA256, "format": 1}
+    """A short hash of a recipe and the corpus: the cache key of :func:`pretrained`.
+
+    Settings that cannot change the training leave the key: Muon's own settings while the
+    optimizer is AdamW, and the optimizer itself when it is AdamW, the only one the book had
+    when it first cached its models. So adding such options retrains nothing.
+    """
+    settings = config.to_dict()
+    if settings.get("optimizer") == "adamw":
+        settings = {k: v for k, v in settings.items()
+                    if k != "optimizer" and not k.startswith("muon_")}
+    key = {"config": settings, "corpus": data.SHA256, "format": 1}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

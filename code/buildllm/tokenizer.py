@@ -25,7 +25,7 @@ from pathlib import Path
 import regex
 
 from buildllm import bpe, bpe_fast
-from buildllm.files import write_atomically
+from buildllm.files import READ_ERRORS, read_problem, write_atomically
 
 BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION = "buildllm-bpe", "buildllm-char", 1
 
@@ -34,6 +34,7 @@ class Tokenizer:
     """What every tokenizer of the book offers; subclasses fill in the methods."""
 
     kind: str = ""  # "char" or "bpe", as a checkpoint records it
+    special_tokens: dict[str, int] = {}  # special token -> its id (a BPE tokenizer has some)
 
     @property
     def vocab_size(self) -> int:
@@ -254,10 +255,14 @@ def tokenizer_from_dict(doc: dict) -> Tokenizer:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Read a file written by :meth:`Tokenizer.save`, of either kind."""
+    """Read a file written by :meth:`Tokenizer.save`, of either kind. A file that cannot be read
+    (missing, a folder, not UTF-8, not JSON) or does not describe a tokenizer is a
+    ``ValueError`` that names it, says what is wrong and what to do."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        return tokenizer_from_dict(doc)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, regex.error) as e:
-        raise ValueError(f"{path} is not a readable tokenizer file ({e}); save the tokenizer "
-                         f"again, or pass the file written by `buildllm tokenizer train`") from None
+        return tokenizer_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except READ_ERRORS as e:  # the file: missing, a folder, not UTF-8, not JSON
+        problem = f"it {read_problem(e)}"
+    except (ValueError, regex.error) as e:  # its contents
+        problem = str(e)
+    raise ValueError(f"{path} is not a readable tokenizer file ({problem}); save the tokenizer "
+                     f"again, or pass the file written by `buildllm tokenizer train`")
