@@ -69,22 +69,25 @@ class PlainGPT(nn.Module):
 
 
 UNREACHABLE = 10**9  # a step count that a time budget always ends first
+SEEDS = (0, 1, 2)  # the recipe benchmark reports the median of these; quality uses the first
 
 
 @functools.cache
-def nanogpt_reference() -> dict:
-    """nanoGPT's CPU recipe, its 2000 steps, timed in CPU seconds; run once per benchmark run
-    (the recipe benchmark shares it). Returns :func:`train`'s final evaluation."""
-    return train(TrainConfig.from_dict(RECIPES["nanogpt_cpu"]), clock=time.process_time).final
+def nanogpt_reference(seed: int = SEEDS[0]) -> dict:
+    """nanoGPT's CPU recipe, its 2000 steps, timed in CPU seconds; run once per seed and
+    benchmark run (the recipe benchmark shares it). Returns :func:`train`'s final evaluation."""
+    config = TrainConfig.from_dict({**RECIPES["nanogpt_cpu"], "seed": seed})
+    return train(config, clock=time.process_time).final
 
 
-def equal_time(recipe: str) -> tuple[dict, dict]:
-    """Train ``RECIPES[recipe]`` for as long as nanoGPT's 2000 steps took, its learning-rate
-    schedule ending with the budget. Returns the final evaluations ``(ours, nanoGPT's)``."""
-    ref = nanogpt_reference()
+def equal_time(recipe: str, seed: int = SEEDS[0]) -> tuple[dict, dict]:
+    """Train ``RECIPES[recipe]`` for as long as nanoGPT's 2000 steps took with the same seed,
+    its learning-rate schedule ending with the budget. Returns the final evaluations
+    ``(ours, nanoGPT's)``."""
+    ref = nanogpt_reference(seed)
     config = TrainConfig.from_dict({**RECIPES[recipe], "max_steps": UNREACHABLE,
                                     "max_seconds": ref["train_seconds"],
-                                    "eval_interval": UNREACHABLE})
+                                    "eval_interval": UNREACHABLE, "seed": seed})
     return train(config, clock=time.process_time).final, ref
 
 

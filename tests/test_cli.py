@@ -18,6 +18,7 @@ from buildllm.checkpoint import save_checkpoint
 from buildllm.cli import main
 from buildllm.generate import generate
 from buildllm.model import GPT
+from buildllm.quantize import quantize_model
 from buildllm.tokenizer import CharTokenizer, load_tokenizer, train_bpe
 from shared import TINY, small
 
@@ -232,6 +233,17 @@ def test_generate_options_change_the_sample_as_they_say(sampled, capsys):
         assert main([*common, "--seed", seed]) == 0
         outputs.add(capsys.readouterr().out)
     assert len(outputs) > 1  # sampled: another seed, another text
+
+
+def test_generate_with_int8_weights_prints_what_the_int8_model_writes(sampled, capsys):
+    folder, model, tok = sampled
+    assert main(["generate", "--checkpoint", str(folder), "--prompt", "abc", "--max-new-tokens",
+                 "10", "--temperature", "0", "--quantize", "int8"]) == 0
+    expected = generate(quantize_model(model), tok.encode("abc"), 10, temperature=0)[3:]
+    assert capsys.readouterr().out == "abc" + tok.decode(expected.tolist()) + "\n"
+    with pytest.raises(SystemExit) as refused:  # argparse refuses what it does not know
+        main(["generate", "--checkpoint", str(folder), "--prompt", "abc", "--quantize", "int4"])
+    assert refused.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
 
 
 def test_generate_refuses_bad_settings_before_reading_the_checkpoint(tmp_path, capsys):

@@ -144,3 +144,15 @@ def test_llama_preset_turns_every_option_on():
     assert cfg.n_kv_head is not None and cfg.n_kv_head < cfg.n_head
     assert not cfg.bias and not cfg.tie_weights
     assert preset("gpt2").pos_encoding == "learned"  # the GPT-2 preset is untouched
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), "30", True])
+def test_logit_softcap_must_be_a_positive_number(value):
+    with pytest.raises(ValueError, match=f"logit_softcap must be a positive number .*{value!r}"):
+        small(logit_softcap=value)
+
+
+def test_the_options_of_the_best_recipe_round_trip():
+    c = small(mlp="relu2", value_embed=True, logit_softcap=15.0)
+    assert GPTConfig.from_dict(c.to_dict()) == c
+    assert small(logit_softcap=30).logit_softcap == 30  # an integer cap is a number too

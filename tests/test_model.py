@@ -264,3 +264,74 @@ def test_cache_holds_one_entry_per_key_value_head(n_kv_head):
     assert cache[0].v.shape == cache[0].k.shape
     assert model.new_cache(1, max_len=5)[0].max_len == 5
     assert cache[0].k.dtype == model.wte.weight.dtype
+
+
+# ---- the options of the book's best recipe: ReLU squared, value embeddings, soft-capping -------
+
+
+NEW_OPTIONS = {"relu2": dict(mlp="relu2"), "value_embed": dict(value_embed=True),
+               "value_embed_gqa_rope": dict(value_embed=True, n_kv_head=2, pos_encoding="rope"),
+               "softcap": dict(logit_softcap=2.0)}
+
+
+@pytest.mark.parametrize("name", NEW_OPTIONS)
+def test_new_options_reach_every_parameter_and_keep_the_cache_exact(name):
+    model = small_model(**NEW_OPTIONS[name]).train()
+    idx = torch.randint(0, V, (2, 16))
+    _, loss = model(idx[:, :-1], targets=idx[:, 1:])
+    assert abs(loss.item() - math.log(V)) < 0.5
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        full, cache, parts = model(idx)[0], model.new_cache(batch_size=2), []
+        for start, size in ((0, 5), (5, 1), (6, 10)):
+            parts.append(model(idx[:, start:start + size], cache=cache)[0])
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_relu2_squares_the_relu():
+    ffn = small_model(mlp="relu2").h[0].mlp
+    x = torch.randn(2, 3, SMALL["n_embd"])
+    by_hand = F.relu(x @ ffn.c_fc.weight.T + ffn.c_fc.bias).pow(2) @ ffn.c_proj.weight.T
+    torch.testing.assert_close(ffn(x), by_hand + ffn.c_proj.bias)
+    assert small(mlp="relu2").hidden_dim == 4 * SMALL["n_embd"]
+
+
+def test_value_embeddings_are_added_to_the_values():
+    """One embedding table per block, kv_heads * head_dim wide; zeroed, the model is the plain
+    one with the same weights."""
+    model = small_model(value_embed=True, n_kv_head=2)
+    kv_dim = 2 * SMALL["n_embd"] // SMALL["n_head"]
+    assert [tuple(e.weight.shape) for e in model.wve] == [(V, kv_dim)] * SMALL["n_layer"]
+    counts = model.parameter_counts()
+    plain = small_model(n_kv_head=2)
+    assert counts["embeddings"] == plain.parameter_counts()["embeddings"] + SMALL[
+        "n_layer"] * V * kv_dim
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    idx = torch.randint(0, V, (2, 9))
+    with torch.no_grad():
+        assert not torch.allclose(model(idx)[0], plain(idx)[0])
+        for e in model.wve:
+            e.weight.zero_()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                               if not k.startswith("wve.")})
+        torch.testing.assert_close(model(idx)[0], plain(idx)[0])
+
+
+def test_soft_capping_bounds_the_logits_and_is_tanh():
+    model = small_model(logit_softcap=2.0)
+    plain = small_model()
+    with torch.no_grad():
+        for p in list(model.parameters()) + list(plain.parameters()):
+            p.mul_(3)  # large logits
+        idx = torch.randint(0, V, (2, 9))
+        capped, raw = model(idx)[0], plain(idx)[0]
+    assert raw.abs().max() > 2 and capped.abs().max() < 2
+    torch.testing.assert_close(capped, 2.0 * torch.tanh(raw / 2.0))
+
+
+def test_the_new_options_are_off_by_default():
+    cfg = GPTConfig()
+    assert cfg.logit_softcap is None and not cfg.value_embed and cfg.mlp == "gelu"
+    assert GPT(small()).wve is None

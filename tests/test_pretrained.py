@@ -72,6 +72,9 @@ def test_settings_that_change_no_training_leave_the_cache_key():
     inert = TrainConfig.from_dict({**RECIPE, "optimizer": "adamw", "muon_momentum": 0.5})
     assert pretrained.recipe_hash(inert) == h
     assert pretrained.recipe_hash(TrainConfig.from_dict({**RECIPE, "optimizer": "muon"})) != h
+    cosine = TrainConfig.from_dict({**RECIPE, "schedule": "cosine", "cooldown": 0.5})
+    assert pretrained.recipe_hash(cosine) == h  # the cooldown of a cosine does nothing
+    assert pretrained.recipe_hash(TrainConfig.from_dict({**RECIPE, "schedule": "wsd"})) != h
 
 
 def test_pretrained_replaces_a_damaged_cached_model(trainings):

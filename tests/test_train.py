@@ -199,6 +199,23 @@ def test_learning_rate_warmup_then_cosine():
     assert all(a >= b for a, b in zip(decay, decay[1:]))
 
 
+def test_learning_rate_wsd_is_flat_then_a_straight_line():
+    c = tiny(lr=1.0, min_lr=0.0, warmup_steps=4, schedule="wsd", cooldown=0.25)
+    assert train.learning_rate(2, 0.02, c) == pytest.approx(0.75)  # the warmup is the same
+    assert [train.learning_rate(s, s / 100, c) for s in (10, 50, 75)] == pytest.approx([1.0] * 3)
+    assert train.learning_rate(80, 0.8, c) == pytest.approx(0.8)  # 1/5 of the way down
+    assert train.learning_rate(100, 1.0, c) == pytest.approx(0.0)
+    assert train.learning_rate(100, 1.3, c) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("setting, message", [({"schedule": "linear"}, "schedule must be one"),
+                                              ({"cooldown": 0}, "cooldown must be a fraction"),
+                                              ({"cooldown": 1.5}, "cooldown must be a fraction")])
+def test_bad_schedules_are_named(setting, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**setting)
+
+
 # -- one step ----------------------------------------------------------------------------------
 
 def fresh_run(grad_clip: float = 1.0):
@@ -277,6 +294,16 @@ def test_run_log(tmp_path):
     memory.start(None)
     memory.add({"step": 1})
     assert memory.records == [{"step": 1}] and list(tmp_path.iterdir()) == [path.parent]
+
+
+def test_a_torn_last_log_line_does_not_stop_a_resume(tmp_path):
+    """A run killed in the middle of a write leaves half a line: resuming skips it."""
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    log = train.RunLog(path)
+    log.start(2)
+    assert [r["step"] for r in log.records] == [1, 2]
+    assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
 
 
 # -- processes and progress --------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 - The edition on the title page: the library's version and the git commit the book was built
   from, dated by that commit (not by the day of the build).
+- The book's index lists ideas, not the API: the entries that autodoc makes for every function
+  of the API reference leave the index (the reference's own headings and links stay).
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -13,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pybtex.plugin import register_plugin
+from sphinx import addnodes
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
 
@@ -78,7 +81,15 @@ class AuthorYearStyle(UnsrtStyle):
     default_sorting_style = "author_year_title"
 
 
+def drop_api_index_entries(app, doctree) -> None:
+    """Remove the index entries of the API reference's page (``book/api``)."""
+    if app.env.docname.endswith("api"):
+        for node in list(doctree.findall(addnodes.index)):
+            node.parent.remove(node)
+
+
 def setup(app):
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     app.connect("config-inited", set_edition)
+    app.connect("doctree-read", drop_api_index_entries)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -104,12 +104,14 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                ve: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, T, C)`` -> ``(B, T, C)``; each position sees itself and the past only.
 
         With a ``cache``, ``x`` holds only the new tokens, which follow the ``cache.length``
         positions whose keys and values the cache already holds; their keys and values are
-        appended to it.
+        appended to it. ``ve`` ``(B, T, n_kv_head * head_dim)``, when given, is added to the
+        values (value embeddings).
         """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(
@@ -117,6 +119,8 @@ class CausalSelfAttention(nn.Module):
              self.n_kv_head * self.head_dim], dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, hs)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hs)
+        if ve is not None:
+            v = v + ve
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)

@@ -31,6 +31,7 @@ from buildllm.finetune import METHODS, finetune_classifier, genre_task
 from buildllm.generate import check_settings, stream_text
 from buildllm.lora import save_adapters
 from buildllm.pretrained import pretrained_dir
+from buildllm.quantize import quantize_model
 from buildllm.recipes import RECIPES
 from buildllm.tokenizer import load_tokenizer, train_bpe
 from buildllm.train import NonFiniteLossError, TrainConfig, train
@@ -201,13 +202,22 @@ def add_generate_command(commands) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed, for a reproducible sample")
     p.add_argument("--no-cache", action="store_true", help="recompute everything each step")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps ...")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="int8: weights as 8-bit integers, a quarter of the bytes to read per "
+                        "token (CPU only)")
     p.set_defaults(func=generate_command)
 
 
 def generate_command(args: argparse.Namespace) -> int:
     """Print the prompt, then each piece of text as it is generated."""
     check_settings(args.temperature, args.top_k, args.top_p)  # before the slow load
-    model, tokenizer = load_model(args.checkpoint, resolve_device(args.device))
+    device = resolve_device(args.device)
+    if args.quantize and device.type != "cpu":
+        raise ValueError(f"--quantize int8 runs on the CPU (PyTorch's int8 kernel); drop "
+                         f"--device {args.device} or --quantize")
+    model, tokenizer = load_model(args.checkpoint, device)
+    if args.quantize == "int8":
+        model = quantize_model(model.float())
     pieces = stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          seed=args.seed, use_cache=not args.no_cache)

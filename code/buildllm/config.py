@@ -15,7 +15,7 @@ from dataclasses import dataclass
 CHOICES = {
     "pos_encoding": ("learned", "sinusoidal", "rope"),
     "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "relu", "swiglu"),
+    "mlp": ("gelu", "relu", "swiglu", "relu2"),
 }
 POSITIVE = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 
@@ -34,13 +34,15 @@ class GPTConfig:
     # Chapter "From GPT-2 to today's LLMs": each off by default, so GPT-2 stays GPT-2.
     pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope"
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
-    mlp: str = "gelu"  # "gelu" | "relu" | "swiglu"
+    mlp: str = "gelu"  # "gelu" | "relu" | "swiglu" | "relu2" (relu(x) squared)
     mlp_hidden: int | None = None  # default 4 * n_embd (2/3 of that, rounded, for SwiGLU)
     n_kv_head: int | None = None  # None: one key/value head per query head
     qk_norm: bool = False
     tie_weights: bool = True  # the output head shares the token embedding matrix
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap), as in Gemma 2
+    value_embed: bool = False  # each block adds a token embedding of its own to the values
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -52,6 +54,10 @@ class GPTConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        cap = self.logit_softcap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))
+                                or not 0 < cap < math.inf):
+            raise ValueError(f"logit_softcap must be a positive number (or None), got {cap!r}")
         self._check_heads()
 
     def _check_heads(self) -> None:

@@ -17,16 +17,25 @@ from buildllm.config import GPTConfig
 from buildllm.norms import make_norm
 
 
+class ReLUSquared(nn.Module):
+    """``relu(x) ** 2``, entry by entry (So et al., 2021, "Primer"; used by modded-nanogpt)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class FeedForward(nn.Module):
     """Position-wise feed-forward network: ``(B, T, C)`` -> ``(B, T, hidden)`` -> ``(B, T, C)``.
 
-    GELU (GPT-2's tanh approximation) by default, ReLU when ``config.mlp == "relu"``.
+    GELU (GPT-2's tanh approximation) by default, ReLU when ``config.mlp == "relu"``, ReLU
+    squared when ``"relu2"``.
     """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
-        self.act = nn.ReLU() if config.mlp == "relu" else nn.GELU(approximate="tanh")
+        activations = {"relu": nn.ReLU, "relu2": ReLUSquared}
+        self.act = activations.get(config.mlp, lambda: nn.GELU(approximate="tanh"))()
         self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -58,7 +67,9 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else FeedForward(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                ve: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, T, C)``; ``ve``: value embeddings for the attention (``value_embed``)."""
+        x = x + self.attn(self.ln_1(x), cache, ve)
         x = x + self.mlp(self.ln_2(x))
         return x

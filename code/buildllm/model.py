@@ -37,6 +37,10 @@ class GPT(nn.Module):
             self.wpe = None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        kv_dim = config.kv_heads * config.head_dim
+        self.wve = (nn.ModuleList(nn.Embedding(config.vocab_size, kv_dim)
+                                  for _ in range(config.n_layer))
+                    if config.value_embed else None)  # one value embedding per block
         self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -63,6 +67,9 @@ class GPT(nn.Module):
         only the new tokens, which follow the ``cache[0].length`` tokens already seen.
         """
         logits = self.lm_head(self.features(idx, cache))  # (B, T, vocab_size)
+        if self.config.logit_softcap is not None:  # smoothly into (-cap, cap)
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
@@ -84,7 +91,8 @@ class GPT(nn.Module):
             x = x + self.wpe(torch.arange(offset, offset + T, device=idx.device))  # + (T, C)
         x = self.drop(x)
         for i, block in enumerate(self.h):
-            x = block(x, cache[i] if cache is not None else None)
+            ve = self.wve[i](idx) if self.wve is not None else None  # (B, T, kv_dim)
+            x = block(x, cache[i] if cache is not None else None, ve)
         return self.ln_f(x)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
@@ -106,7 +114,7 @@ class GPT(nn.Module):
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            if name.startswith(("wte.", "wpe.")):
+            if name.startswith(("wte.", "wpe.", "wve.")):
                 counts["embeddings"] += p.numel()
             elif ".attn." in name and "_norm." not in name:
                 counts["attention"] += p.numel()

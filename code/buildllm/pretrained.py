@@ -26,17 +26,24 @@ except ImportError:  # Windows: no lock; racing callers each train and publish t
     fcntl = None
 
 
+LATER_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "cooldown": 0.2}
+
+
 def recipe_hash(config: TrainConfig) -> str:
     """A short hash of a recipe and the corpus: the cache key of :func:`pretrained`.
 
     Settings that cannot change the training leave the key: Muon's own settings while the
-    optimizer is AdamW, and the optimizer itself when it is AdamW, the only one the book had
-    when it first cached its models. So adding such options retrains nothing.
+    optimizer is AdamW, the cooldown of a cosine schedule, and the settings added after the
+    book first cached its models (:data:`LATER_DEFAULTS`) at their defaults. So adding such
+    options retrains nothing.
     """
     settings = config.to_dict()
     if settings.get("optimizer") == "adamw":
-        settings = {k: v for k, v in settings.items()
-                    if k != "optimizer" and not k.startswith("muon_")}
+        settings = {k: v for k, v in settings.items() if not k.startswith("muon_")}
+    if settings.get("schedule") == "cosine":
+        settings.pop("cooldown", None)
+    settings = {k: v for k, v in settings.items()
+                if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
     key = {"config": settings, "corpus": data.SHA256, "format": 1}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -32,7 +32,9 @@ from tqdm import tqdm
 from buildllm import checkpoint, data
 from buildllm.config import GPTConfig, preset
 from buildllm.device import check_bf16, resolve_device
+from buildllm.files import check_types, read_text
 from buildllm.model import GPT
+from buildllm.muon import Muon, param_groups
 from buildllm.recipes import RECIPES
 from buildllm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_bpe
 
@@ -57,9 +59,14 @@ class TrainConfig:
     lr: float = 2e-3  # peak learning rate
     min_lr: float = 2e-4  # where the cosine ends
     warmup_steps: int = 100
+    schedule: str = "cosine"  # "cosine" to min_lr; "wsd": flat, then a straight line to min_lr
+    cooldown: float = 0.2  # with "wsd": the last fraction of the run, where the rate falls
     weight_decay: float = 0.1  # on matrices only
     beta1: float = 0.9
     beta2: float = 0.99
+    optimizer: str = "adamw"  # or "muon": Muon for the hidden matrices, AdamW for the rest
+    muon_momentum: float = 0.95
+    muon_rms: float = 0.2  # a Muon step's root mean square per unit of lr (AdamW's is ~0.2)
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     eval_interval: int = 250  # steps between evaluations (and checkpoints)
     eval_windows: int = 64  # validation windows for the evaluations during training
@@ -69,7 +76,8 @@ class TrainConfig:
     dtype: str = "float32"  # "bfloat16": autocast the forward pass (GPU)
 
     def __post_init__(self):
-        for name, allowed in (("tokenizer", ("char", "bpe")), ("dtype", ("float32", "bfloat16"))):
+        for name, allowed in (("tokenizer", ("char", "bpe")), ("dtype", ("float32", "bfloat16")),
+                              ("optimizer", ("adamw", "muon")), ("schedule", ("cosine", "wsd"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval",
@@ -83,9 +91,16 @@ class TrainConfig:
             raise ValueError(f"max_seconds must be positive (or null), got {self.max_seconds!r}")
         if not (_number(self.min_lr) and _number(self.lr) and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr!r}, lr={self.lr!r}")
+        if not (_number(self.cooldown) and 0 < self.cooldown <= 1):
+            raise ValueError(f"cooldown must be a fraction of the run in (0, 1], got "
+                             f"{self.cooldown!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be an object of GPTConfig fields (and an optional "
                              f"'preset'), got {self.model!r}")
+        check_types(vars(self), TrainConfig)  # every field of its annotated type (JSON gives any)
+        check_types(self.model, GPTConfig, "model.")
+        check_types(self.model, {"preset": str | None}, "model.")
+        self.model_config(256)  # sizes that do not fit are found now, not after the data is read
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         """The model's configuration, with the tokenizer's vocabulary size."""
@@ -114,13 +129,17 @@ class TrainConfig:
         if str(name_or_path) in RECIPES:
             return cls.from_dict(RECIPES[str(name_or_path)])
         path = Path(name_or_path)
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"--config {name_or_path!r} is neither a recipe "
                              f"({', '.join(RECIPES)}) nor a JSON file")
+        fix = "pass a recipe's name, or a UTF-8 JSON object of training options (see RECIPES)"
+        try:  # a folder, or a file that is not UTF-8, is a ValueError that names it
+            doc = json.loads(read_text(path, fix))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a JSON file of training options ({e.msg} at line "
+                             f"{e.lineno}, column {e.colno}); {fix}") from None
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a JSON file of training options ({e})") from None
+            return cls.from_dict(doc)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}: {e}") from None
 
@@ -224,9 +243,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, counts: t
 # ---- optimizing ------------------------------------------------------------------------------
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with weight decay on the matrices (linear and embedding weights) only; biases and
-    normalization gains (vectors) are not pulled towards zero."""
+    normalization gains (vectors) are not pulled towards zero. With ``optimizer="muon"``, one
+    :class:`~buildllm.muon.Muon` optimizer: Muon for the matrices of the hidden layers, AdamW
+    for the embeddings, the output head and the vectors, all on the same schedule."""
+    if config.optimizer == "muon":
+        return Muon(param_groups(model, config.weight_decay), lr=config.lr,
+                    momentum=config.muon_momentum, rms=config.muon_rms,
+                    betas=(config.beta1, config.beta2))
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -235,15 +260,21 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
 
 
 def learning_rate(step: int, progress: float, config: TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps``, then a cosine from ``lr`` down to ``min_lr``.
+    """Linear warmup over ``warmup_steps``, then down from ``lr`` to ``min_lr``: a cosine over
+    the rest of the run, or with ``schedule="wsd"`` (warmup, stable, decay) the full rate until
+    the last ``cooldown`` fraction of the run, then a straight line.
 
     ``progress`` runs from 0 to 1 over the run: the fraction of steps done, or of the time
     budget spent, whichever is further along.
     """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))  # 1 -> 0
-    return config.min_lr + cosine * (config.lr - config.min_lr)
+    progress = min(progress, 1.0)
+    if config.schedule == "wsd":
+        fall = min(1.0, (1.0 - progress) / config.cooldown)  # 1 until the cooldown, then -> 0
+    else:
+        fall = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return config.min_lr + fall * (config.lr - config.min_lr)
 
 
 @dataclass
@@ -311,6 +342,10 @@ def resume_run(run: Run, out: Path | None, config: TrainConfig) -> None:
         raise ValueError(f"the checkpoint in {out} was trained with another configuration "
                          f"({changed}); resume with the same settings (config file and options "
                          f"such as --max-steps), or train into a new --out")
+    if ckpt.optimizer_state is None or not {"batches", "torch"} <= ckpt.rng_state.keys():
+        raise checkpoint.CheckpointError(
+            f"the checkpoint in {out} holds no optimizer state or random generators' states "
+            f"(optimizer.safetensors): it cannot be resumed exactly; train into a new --out")
     run.model.load_state_dict(ckpt.model.state_dict())
     run.optimizer.load_state_dict(ckpt.optimizer_state)
     run.batches.set_state(ckpt.rng_state["batches"])
@@ -318,6 +353,21 @@ def resume_run(run: Run, out: Path | None, config: TrainConfig) -> None:
     if device.type == "cuda" and "cuda" in ckpt.rng_state:
         torch.cuda.set_rng_state(ckpt.rng_state["cuda"], device)
     run.step, run.seconds = ckpt.train_state["step"], ckpt.train_state["train_seconds"]
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a ``log.jsonl``; a line that is not a record (the torn last line of a
+    run stopped in the middle of a write) is skipped."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+    return records
 
 
 class RunLog:
@@ -331,9 +381,7 @@ class RunLog:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step is not None and self.path.is_file():
-            kept = [json.loads(line) for line in self.path.read_text().splitlines()]
+        kept = read_records(self.path) if resume_step is not None else []
         self.records = [r for r in kept if r["step"] <= (resume_step or 0)]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
@@ -442,6 +490,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume:
     ``clock`` measures the time budget (``time.process_time`` counts CPU seconds). The final
     evaluation scores the whole validation text, or ``final_eval_windows`` windows of it.
     """
+    checkpoint.check_run_folder(out_dir, resume)  # a file, unwritable, nothing to resume: now
     procs = Processes.start(config)
     autocast = make_autocast(config, procs.device)
     d = prepare_data(config, text)
