@@ -60,6 +60,8 @@ html: install _build/config-stored.yml
 pdf: install tex _build/config-stored.yml
 	$(BIN)/jupyter-book build . -W --keep-going --builder pdflatex --config _build/config-stored.yml
 	@test -s _build/latex/book.pdf && echo "PDF: _build/latex/book.pdf"
+	@if grep -n "has occurred while .output is active" _build/latex/book.log; then \
+	  echo "PDF: a page overflows (text or code runs off it; see _build/latex/book.log)"; exit 1; fi
 
 # ---- tests ----------------------------------------------------------------------------------
 test: install tex
