@@ -12,19 +12,4 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "The PDF needs TeX Live; missing: ${missing[*]}. Installing: ${pkgs[*]}"
-if ! command -v apt-get >/dev/null; then
-  echo "error: apt-get is not available on this machine. Install XeLaTeX, latexmk, the TeX Gyre" >&2
-  echo "fonts and GNU FreeFont by hand (Debian names: ${pkgs[*]}), then run make again." >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null; then SUDO="sudo"; else
-    echo "error: installing TeX Live needs root; run as root, or install: ${pkgs[*]}" >&2
-    exit 1
-  fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
-echo "TeX Live installed."
+exec bash "$(dirname "$0")/apt-install.sh" "TeX Live" "${pkgs[@]}"

@@ -74,6 +74,15 @@ def small_model(seed: int = 0, **overrides) -> GPT:
     return GPT(small(**overrides)).eval()
 
 
+def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter drawn at random (fresh norms are all 1 or 0 and would hide mistakes)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + 0.05)
+    return module
+
+
 def tiny(**overrides) -> TrainConfig:
     """A training configuration that trains on ``TEXT`` in a few seconds."""
     return TrainConfig.from_dict({**TINY, **overrides})

@@ -10,16 +10,7 @@ from torch import nn
 from buildllm.attention import KVCache
 from buildllm.layers import Block, FeedForward, SwiGLU
 from buildllm.norms import LayerNorm, RMSNorm
-from shared import SMALL, small
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + 0.05)
-    return module
-
+from shared import SMALL, randomize, small
 
 # ---- the feed-forward network ------------------------------------------------------------------
 

@@ -12,16 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from buildllm.norms import LayerNorm, RMSNorm, layer_norm, make_norm, rms_norm
-from shared import small
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + 0.05)
-    return module
-
+from shared import randomize, small
 
 # ---- LayerNorm ---------------------------------------------------------------------------------
 
