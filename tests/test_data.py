@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from buildllm import data
+from buildllm import data, files
 from buildllm.tokenizer import CharTokenizer, train_bpe
 from shared import TEXT
 
@@ -64,7 +64,7 @@ def isolated(monkeypatch, tmp_path):
 def test_corpus_is_tiny_shakespeare(corpus):
     assert len(corpus.encode("utf-8")) == 1_115_394
     assert corpus.startswith("First Citizen:")
-    assert data.sha256_of(data.corpus_path()) == data.SHA256
+    assert files.sha256_of(data.corpus_path()) == data.SHA256
 
 
 def test_download_verifies_and_caches(server, isolated):

@@ -149,7 +149,7 @@ def test_a_damaged_or_missing_config_names_the_file(tmp_path):
 def test_adapters_of_another_model_name_the_file(tmp_path):
     folder = save_adapters(trained_adapters(apply_lora(model(), r=2, alpha=4)), tmp_path / "a")
     wider = GPTConfig(**{**CONFIG.to_dict(), "n_embd": 32})
-    with pytest.raises(AdapterError, match=str(folder / lora.ADAPTERS)):
+    with pytest.raises(AdapterError, match=f"{folder} were saved from another base model"):
         load_adapters(model(wider), folder)
     other_rank = apply_lora(model(), r=3, alpha=4)
     with pytest.raises(AdapterError, match="belong to another model"):

@@ -25,7 +25,6 @@ writer killed between the two renames leaves the old one aside, where readers st
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -42,7 +41,14 @@ from safetensors.torch import save_file
 from safetensors.torch import save_model as _save_weights
 
 from buildllm.config import GPTConfig
-from buildllm.files import check_output_folder, check_types, json_text, read_file, write_atomically
+from buildllm.files import (
+    check_output_folder,
+    check_types,
+    json_text,
+    read_file,
+    sha256_of,
+    write_atomically,
+)
 from buildllm.model import GPT
 from buildllm.tokenizer import Tokenizer, load_tokenizer
 
@@ -74,10 +80,6 @@ class Checkpoint:
 def _write_json(path: Path, doc) -> None:
     """Write JSON atomically (:func:`~buildllm.files.write_atomically`)."""
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1), "utf-8"))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -153,7 +155,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, *
                 tensors, str(p), metadata={"param_groups": json.dumps(groups)}))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        files = {name: _sha256(tmp / name)
+        files = {name: sha256_of(tmp / name)
                  for name in (WEIGHTS, TOKENIZER, OPTIMIZER) if (tmp / name).exists()}
         _write_json(tmp / CONFIG, {
             "format": FORMAT, "version": FORMAT_VERSION,
@@ -248,7 +250,7 @@ def read_config(path: str | os.PathLike) -> dict:
     except ValueError as e:
         raise CheckpointError(f"{folder / CONFIG}: {e}; {DAMAGED}") from None
     for name, expected in doc.get("sha256", {}).items():
-        if read_checked(folder / name, _sha256) != expected:
+        if read_checked(folder / name, sha256_of) != expected:
             raise CheckpointError(
                 f"{folder / name} does not match the sha256 recorded in {CONFIG}: the file is "
                 f"damaged or comes from another checkpoint; train again or restore it from a copy")

@@ -27,7 +27,7 @@ from buildllm import data
 from buildllm.checkpoint import load_model
 from buildllm.device import resolve_device
 from buildllm.files import check_output_file, check_output_folder, read_text
-from buildllm.finetune import METHODS, finetune_classifier, genre_task
+from buildllm.finetune import METHODS, check_finetune_settings, finetune_classifier, genre_task
 from buildllm.generate import check_settings, stream_text
 from buildllm.lora import save_adapters
 from buildllm.pretrained import pretrained_dir
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, ModuleNotFoundError, data.CorpusError) as e:  # no traceback
+    except (ValueError, OSError, ModuleNotFoundError, FloatingPointError,
+            data.CorpusError) as e:  # no traceback
         print(f"buildllm {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
@@ -249,6 +250,8 @@ def add_finetune_command(commands) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (1e-3 full, 3e-3 otherwise)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (8)")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (16)")
+    p.add_argument("--max-tokens", type=int,
+                   help="passages cut to this many tokens (64, or the model's context if less)")
     p.add_argument("--out", help="with --method lora: a folder for the adapters and the head")
     p.set_defaults(func=finetune_command)
 
@@ -257,11 +260,14 @@ def finetune_command(args: argparse.Namespace) -> int:
     """Train, print the held-out accuracy, save the adapters when asked."""
     if args.out and args.method != "lora":
         raise ValueError("--out saves LoRA adapters: use it with --method lora")
+    lr = (1e-3 if args.method == "full" else 3e-3) if args.lr is None else args.lr
+    check_finetune_settings(args.method, args.steps, lr, args.rank, args.alpha)  # before loading
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ValueError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
     if args.out:
         check_output_folder(args.out)  # before the training, not after it
     model, tokenizer = load_model(args.checkpoint or pretrained_dir("book"))
-    task = genre_task(tokenizer)
-    lr = args.lr or (1e-3 if args.method == "full" else 3e-3)
+    task = genre_task(tokenizer, max_tokens=args.max_tokens or min(64, model.config.block_size))
     classifier, r = finetune_classifier(model, task, args.method, args.steps, lr, args.rank,
                                         args.alpha)
     print(f"{args.method}: held-out accuracy {r['acc']:.3f} (95% interval {r['lo']:.3f} to "

@@ -24,7 +24,7 @@ import numpy as np
 import pooch
 import torch
 
-from buildllm.files import write_atomically
+from buildllm.files import sha256_of, write_atomically
 from buildllm.tokenizer import Tokenizer
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -36,15 +36,6 @@ CACHE_DIR_ENV = "BUILDLLM_CACHE_DIR"
 
 class CorpusError(RuntimeError):
     """The corpus could not be found, downloaded or verified; the message says what to do."""
-
-
-def sha256_of(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_dir() -> Path:

@@ -87,6 +87,8 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """Encodings of the given positions: ``(T,)`` -> ``(T, d_model)``."""
+        assert len(positions) == 0 or 0 <= positions.min() <= positions.max() < len(self.pe), \
+            f"positions must lie in 0 .. {len(self.pe) - 1} (the table's length)"
         return self.pe[positions]
 
 

@@ -19,6 +19,7 @@ functions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import types
@@ -85,6 +86,15 @@ def read_file(path: str | os.PathLike, read: Callable[[Path], T], fix: str,
     except READ_ERRORS as e:  # (safetensors reports a folder as "no such device")
         problem = "is a folder, not a file" if Path(path).is_dir() else read_problem(e)
         raise error(f"{path} {problem}; {fix}") from None
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_text(path: str | os.PathLike, fix: str) -> str:

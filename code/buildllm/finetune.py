@@ -33,7 +33,7 @@ from torch import nn
 from buildllm import generate
 from buildllm import plays as plays_
 from buildllm.bpe import ENDOFTEXT
-from buildllm.lora import DEFAULT_TARGETS, apply_lora
+from buildllm.lora import apply_lora, check_rank_alpha
 from buildllm.model import GPT
 
 # The genres of the First Folio (1623), which printed 36 of the plays under three headings;
@@ -136,9 +136,10 @@ class GPTClassifier(nn.Module):
 
 
 def prepare(model: GPTClassifier, method: str, r: int = 8, alpha: float = 16.0,
-            targets: Sequence[str] = DEFAULT_TARGETS) -> GPTClassifier:
+            targets: Sequence[str] | None = None) -> GPTClassifier:
     """Choose what trains: ``"head"`` (the body frozen), ``"full"`` (everything) or ``"lora"``
-    (rank-``r`` adapters on the ``targets`` layers, and the head). In place; returns ``model``."""
+    (rank-``r`` adapters on the ``targets`` layers, by default every attention and feed-forward
+    matrix, and the head). In place; returns ``model``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     model.requires_grad_(method == "full")
@@ -202,6 +203,9 @@ def fit(model: nn.Module, loss_of: Callable[[torch.Tensor], torch.Tensor], n: in
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"the loss is {losses[-1]} at step {len(losses)}: the "
+                                     f"learning rate ({lr}) is too high for this model; lower it")
     model.eval()
     return {"steps": len(losses), "cpu_seconds": time.process_time() - start, "losses": losses}
 
@@ -262,11 +266,34 @@ def genre_task(tokenizer, per_class: int = 2000, test_per_class: int = 600,
                      encode_all(tokenizer, te_x, max_tokens, end_id), te_y, end_id)
 
 
+def check_finetune_settings(method: str, steps: int, lr: float, r: int,
+                            alpha: float) -> None:
+    """Raise ``ValueError`` naming the first setting of a fine-tuning run that cannot work."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}; try 200")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        raise ValueError(f"the learning rate must be a positive number, got {lr!r}; try 1e-3")
+    check_rank_alpha(r, alpha)
+
+
+def check_fits(model: GPT, task: GenreTask) -> None:
+    """Raise ``ValueError`` when the task's longest passage is longer than the model's context."""
+    longest = max(map(len, task.train_ids + task.test_ids))
+    if longest > model.config.block_size:
+        raise ValueError(f"passages of up to {longest} tokens do not fit the model's context of "
+                         f"{model.config.block_size}: make the task with max_tokens <= "
+                         f"{model.config.block_size} (buildllm finetune --max-tokens)")
+
+
 def finetune_classifier(model: GPT, task: GenreTask, method: str, steps: int = 200,
                         lr: float = 1e-3, r: int = 8, alpha: float = 16.0,
                         max_seconds: float | None = None) -> tuple[GPTClassifier, dict]:
     """Fine-tune a copy of ``model`` on ``task`` by ``method`` (head, full or lora); returns
     the classifier and its held-out accuracy with the trainable parameters and CPU seconds."""
+    check_finetune_settings(method, steps, lr, r, alpha)
+    check_fits(model, task)
     clf = prepare(GPTClassifier(copy.deepcopy(model), len(CLASSES)), method, r, alpha)
     log = train_classifier(clf, task.train_ids, task.train_labels, steps, task.end_id, lr=lr,
                            max_seconds=max_seconds)
@@ -437,13 +464,3 @@ def greedy_answer(model: GPT, tokenizer, prompt: str, max_tokens: int = 8) -> st
     stop = newline[0] if len(newline) == 1 else None
     out = generate.generate(model, ids, max_tokens, temperature=0.0, eos_id=stop)[len(ids):]
     return tokenizer.decode(out.tolist()).split("\n")[0].strip()
-
-
-@torch.no_grad()
-def choose_answer(model: GPT, tokenizer, prompts: Sequence[str], options: Sequence[str],
-                  pad_id: int = 0) -> torch.Tensor:
-    """For each prompt, the index of the option the model gives the highest log-probability,
-    ``(N,)``: a multiple-choice reading of a model that cannot yet answer in words."""
-    scores = [answer_logprob(model, [instruction_example(tokenizer, p, o) for p in prompts],
-                             pad_id=pad_id) for o in options]
-    return torch.stack(scores, dim=1).argmax(1)  # (N, len(options)) -> (N,)

@@ -7,16 +7,17 @@ to train instead of ``in · out``. ``B`` starts at zero, so the adapted model st
 equal to the pretrained one; ``alpha / r`` keeps the size of the update comparable across ranks.
 
 * :class:`LoRALinear` wraps an ``nn.Linear``; :func:`apply_lora` puts one in place of every
-  linear layer whose name matches a target and freezes everything else.
+  linear layer whose name matches a target (by default every matrix of attention and of the
+  feed-forward network, whichever parts the model has) and freezes everything else.
 * :func:`merge_lora` folds ``B A · alpha / r`` into ``W`` for inference: a plain model again,
   no slower than the original.
 * :func:`save_adapters` writes only what training changed, a few kilobytes, beside a JSON
-  config; :func:`load_adapters` puts it back onto a fresh copy of the base model.
+  config that records the shapes of the base model; :func:`load_adapters` puts it back onto a
+  fresh copy of that base model, and refuses any other.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,12 +29,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from buildllm.files import write_atomically
+from buildllm.files import check_types, read_file, sha256_of, write_atomically
 
 FORMAT = "buildllm-lora"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 records the base model's shapes
 CONFIG, ADAPTERS = "adapter_config.json", "adapters.safetensors"
-DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")  # attention and feed-forward matrices
+# The default targets: the matrices of attention (c_attn, c_proj) and of the feed-forward
+# network (GPT-2's c_fc and c_proj, SwiGLU's gate, up and c_proj), whichever the model has.
+PARTS = ("c_attn", "c_proj", "c_fc", "gate", "up")
+CONFIG_FIELDS = {"format": str, "version": int, "r": int, "alpha": float, "targets": list,
+                 "base": dict, "sha256": str}
 
 
 class AdapterError(ValueError):
@@ -44,7 +49,8 @@ def check_rank_alpha(r: int, alpha: float) -> None:
     """Raise ``ValueError`` unless ``r`` is a positive int and ``alpha`` a positive number."""
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise ValueError(f"LoRA rank r must be a positive int, got {r!r}; try r=8")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
+    if (isinstance(alpha, bool) or not isinstance(alpha, int | float)
+            or not 0 < alpha < math.inf):
         raise ValueError(f"LoRA alpha must be a positive number, got {alpha!r}; "
                          f"alpha=2*r is a common choice")
 
@@ -89,13 +95,20 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}"
 
 
-def matching_linears(model: nn.Module, targets: Iterable[str]) -> list[str]:
-    """Names of the ``nn.Linear`` layers whose name is a target or ends in ``.target``.
+def matching_linears(model: nn.Module, targets: Iterable[str] | None = None) -> list[str]:
+    """Names of the ``nn.Linear`` layers whose name is a target or ends in ``.target``; with no
+    targets, every linear layer of attention and feed-forward (GPT-2's ``c_attn``, ``c_proj``,
+    ``c_fc``; SwiGLU's ``gate``, ``up``, ``c_proj``), never an output or classifier head.
 
     Raises ``ValueError`` for a target that matches none, listing the names that would.
     """
-    targets = [targets] if isinstance(targets, str) else list(targets)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if targets is None:
+        targets = [t for t in PARTS if any(n == t or n.endswith("." + t) for n in linears)]
+        if not targets:
+            raise ValueError(f"the model has none of the linear layers {list(PARTS)}: name "
+                             f"the LoRA targets")
+    targets = [targets] if isinstance(targets, str) else list(targets)
     chosen = []
     for target in targets:
         found = [n for n in linears if n == target or n.endswith("." + target)]
@@ -113,15 +126,19 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
-               targets: Iterable[str] = DEFAULT_TARGETS) -> nn.Module:
+               targets: Iterable[str] | None = None) -> nn.Module:
     """Freeze every parameter of ``model`` and wrap each matching linear layer in a
-    :class:`LoRALinear`, in place. Only the adapters train; unfreeze anything else (a classifier
-    head) afterwards. Returns ``model``."""
+    :class:`LoRALinear`, in place (``targets`` as :func:`matching_linears` reads them). Only the
+    adapters train; unfreeze anything else (a classifier head) afterwards. Returns ``model``."""
     check_rank_alpha(r, alpha)
     names = matching_linears(model, targets)
     if tied := [n for n in names if _is_tied(model, n)]:
         raise ValueError(f"LoRA target(s) {tied} share their weight with another layer (a tied "
-                         f"output head); choose other targets, such as {list(DEFAULT_TARGETS)}")
+                         f"output head); leave targets out to adapt attention and feed-forward")
+    narrow = min(min(model.get_submodule(n).weight.shape) for n in names)
+    if r > narrow:
+        raise ValueError(f"LoRA rank r={r} is more than the narrowest adapted matrix has "
+                         f"({narrow}): a low-rank update needs r <= {narrow}; try r=8")
     model.requires_grad_(False)
     for name in names:
         _set_module(model, name, LoRALinear(model.get_submodule(name), r, alpha))
@@ -157,15 +174,19 @@ def trainable_parameters(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def base_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """The shape of every parameter of the base model, by name, as it was before LoRA wrapped
+    its layers (LoRA's own tensors left out): what an adapter folder fits, and nothing else."""
+    return {name.replace(".base.", "."): list(p.shape) for name, p in model.named_parameters()
+            if not name.rpartition(".")[2].startswith("lora_")}
 
 
 def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the trainable tensors of a LoRA model (the adapters, and a classifier head if it
     trains) to ``path/adapters.safetensors`` and ``r``, ``alpha``, the adapted layers and the
     file's sha256 to ``path/adapter_config.json``. The frozen base weights are not written.
-    Each file is written atomically, the config last. Returns the folder."""
+    The config records the base model's parameter shapes (:func:`base_shapes`). Each file is
+    written atomically, the config last. Returns the folder."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers to save; call apply_lora(model, ...) "
@@ -177,7 +198,8 @@ def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(folder / ADAPTERS, lambda tmp: save_file(tensors, str(tmp)))
     config = {"format": FORMAT, "version": FORMAT_VERSION, "r": first.r, "alpha": first.alpha,
-              "targets": sorted(layers), "sha256": _sha256(folder / ADAPTERS)}
+              "targets": sorted(layers), "base": base_shapes(model),
+              "sha256": sha256_of(folder / ADAPTERS)}
     write_atomically(folder / CONFIG,
                      lambda tmp: tmp.write_text(json.dumps(config, indent=1), "utf-8"))
     return folder
@@ -185,35 +207,54 @@ def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
 
 def read_adapter_config(path: str | os.PathLike) -> dict:
     """The checked ``adapter_config.json`` of an adapter folder; the adapters' hash checked."""
-    folder = Path(path)
-    file = folder / CONFIG
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AdapterError(f"{file} does not exist: {folder} is not an adapter folder "
-                           f"written by save_adapters") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{file} is not valid JSON ({e}): the adapter folder is damaged; "
-                           f"save the adapters again") from None
+    file = Path(path) / CONFIG
+    config = read_file(file, lambda p: json.loads(p.read_text(encoding="utf-8")),
+                       "pass a folder written by save_adapters, or save them again", AdapterError)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise AdapterError(f"{file} is not a {FORMAT} config; pass a folder from save_adapters")
     if config.get("version") != FORMAT_VERSION:
-        raise AdapterError(f"{file} has version {config.get('version')!r}; this buildllm "
-                           f"reads version {FORMAT_VERSION}")
-    weights = folder / ADAPTERS
-    if not weights.is_file() or _sha256(weights) != config.get("sha256"):
+        raise AdapterError(f"{file} has version {config.get('version')!r}; this buildllm reads "
+                           f"version {FORMAT_VERSION} (which records the base model): train "
+                           f"and save the adapters again")
+    try:
+        check_types(config, CONFIG_FIELDS)
+        if missing := sorted(set(CONFIG_FIELDS) - set(config)):
+            raise ValueError(f"the field {missing[0]!r} is missing")
+        if not all(isinstance(t, str) for t in config["targets"]):
+            raise ValueError("targets must be a list of layer names")
+    except ValueError as e:
+        raise AdapterError(f"{file}: {e}; the adapter folder is damaged: save it again") from None
+    weights = Path(path) / ADAPTERS
+    if not weights.is_file() or sha256_of(weights) != config["sha256"]:
         raise AdapterError(f"{weights} is missing or does not match the sha256 in {file}: the "
                            f"file is damaged or from another save; save the adapters again")
     return config
 
 
+def check_base(model: nn.Module, config: dict, path: str | os.PathLike) -> None:
+    """Raise :class:`AdapterError` unless ``model`` is the base the adapters were saved from:
+    the same parameters with the same shapes (a third block would run unadapted)."""
+    have, saved = base_shapes(model), config["base"]
+    if have == saved:
+        return
+    extra, missing = sorted(set(have) - set(saved)), sorted(set(saved) - set(have))
+    differ = sorted(n for n in set(have) & set(saved) if have[n] != saved[n])
+    what = (f"this model has {extra[0]}, which the base lacks" if extra else
+            f"the base has {missing[0]}, which this model lacks" if missing else
+            f"{differ[0]} is {have[differ[0]]} here and {saved[differ[0]]} in the base")
+    raise AdapterError(f"the adapters in {path} were saved from another base model ({what}; "
+                       f"{len(saved)} tensors there, {len(have)} here): load them onto the "
+                       f"model they were trained on")
+
+
 def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Put adapters saved by :func:`save_adapters` onto ``model``, in place; returns it.
 
-    A model without LoRA layers gets them first (:func:`apply_lora` with the saved ``r``,
-    ``alpha`` and layers). Every saved tensor must fit a parameter of the same name and shape.
+    ``model`` must be the base they were saved from (:func:`check_base`). A model without LoRA
+    layers gets them first (:func:`apply_lora` with the saved ``r``, ``alpha`` and layers).
     """
     config = read_adapter_config(path)
+    check_base(model, config, path)
     weights = Path(path) / ADAPTERS
     try:
         if not lora_layers(model):

@@ -72,6 +72,7 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"weight must hold floats, got {weight.dtype}; int8 codes come from "
                         f"real-valued weights (pass the float matrix)")
     w = weight.detach().float()
+    assert torch.isfinite(w).all(), "weights hold NaN or infinity (or values beyond float32)"
     scale = (w.abs().amax(dim=1) / 127.5).clamp(min=EPS)  # (out,)
     q = torch.round(w * (1.0 / scale)[:, None]).clamp(-128, 127).to(torch.int8)
     return q, scale
@@ -174,6 +175,10 @@ class Int8Linear(nn.Module):
         """The int8 version of ``linear``; its bias stays float32."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected a torch.nn.Linear, got {type(linear).__name__}")
+        for name, p in linear.named_parameters():
+            if not torch.isfinite(p).all():
+                raise ValueError(f"the layer's {name} holds NaN or infinite values, which int8 "
+                                 f"codes cannot stand for; quantize a layer of finite weights")
         q, scale = quantize_int8(linear.weight)
         return cls(q, scale, linear.bias)
 
@@ -216,6 +221,10 @@ def quantize_model(model: GPT) -> GPT:
                          f" on {p.device}; quantize model.float().cpu()")
     if any(isinstance(m, Int8Linear) for m in model.modules()):
         raise ValueError("the model is already quantized; quantize the float32 model")
+    for name, p in model.named_parameters():  # int8 codes would hide a NaN: refuse it here
+        if not torch.isfinite(p).all():
+            raise ValueError(f"{name} holds NaN or infinite values, which int8 codes cannot "
+                             f"stand for; the model is damaged: train it again or reload it")
     qmodel = copy.deepcopy(model).eval()
     for module in list(qmodel.modules()):
         for name, child in list(module.named_children()):
