@@ -162,7 +162,7 @@ def check_figures_referenced(root: Path) -> list[str]:
 # plumbing, never printed in a chapter; the API reference lists them.
 TEACHING = {"repro", "config", "bpe", "bpe_fast", "tokenizer", "tokenizer_export", "data",
             "embeddings", "norms", "attention", "layers", "model", "convert", "recipes", "train",
-            "muon", "generate", "quantize", "lora", "finetune"}
+            "muon", "generate", "quantize", "lora", "finetune", "verse", "evaluate"}
 PLUMBING = {"files", "device", "checkpoint", "pretrained", "plays", "cli"}
 
 

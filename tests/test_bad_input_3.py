@@ -7,6 +7,7 @@ nothing written."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from buildllm.lora import (
 )
 from buildllm.model import GPT
 from buildllm.quantize import Int8Linear, quantize_int8, quantize_model
+from buildllm.tokenizer import CharTokenizer
 from shared import SMALL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -231,3 +233,54 @@ def test_the_second_environment_is_never_the_first(best):
     assert settings_["ATEN_CPU_CAPABILITY"].upper() != best
     assert set(settings_) == {"ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
                               "ONEDNN_MAX_CPU_ISA"}
+
+# -- buildllm eval: its numbers, its output path, its checkpoint -------------------------------
+
+EVAL_BOUNDS = [("--prompts", "0", "Settings.prompts must be a positive integer"),
+               ("--questions", "-2", "Settings.questions must be a positive integer"),
+               ("--top-k", "0", "Settings.top_k must be a positive integer"),
+               ("--temperature", "-1", "Settings.temperature must be a number >= 0"),
+               ("--temperature", "nan", "Settings.temperature must be a number >= 0"),
+               ("--seed", "-1", "Settings.seed must be an integer >= 0"),
+               ("--threads", "0", "--threads must be a positive integer")]
+
+
+@pytest.mark.parametrize("option, value, message", EVAL_BOUNDS)
+def test_eval_numbers_at_their_bounds_are_one_line(tmp_path, option, value, message):
+    out = tmp_path / "card.json"
+    status, _, err = run_cli("eval", "--checkpoint", tmp_path / "missing", "--out", out,
+                             f"{option}={value}")
+    assert message in assert_one_error_line(status, err, "eval")
+    assert not out.exists()
+
+
+def test_eval_refuses_a_folder_for_its_card_before_any_work(tmp_path):
+    (tmp_path / "card").mkdir()
+    status, _, err = run_cli("eval", "--checkpoint", tmp_path / "missing", "--out",
+                             tmp_path / "card")
+    assert "is a folder" in assert_one_error_line(status, err, "eval", tmp_path / "card")
+
+
+def test_eval_of_a_damaged_checkpoint_is_one_line(trained_tiny, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(trained_tiny, folder)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    before = snapshot(tmp_path)
+    status, _, err = run_cli("eval", "--checkpoint", folder, "--out", tmp_path / "card.json")
+    assert_one_error_line(status, err, "eval", "model.safetensors")
+    assert snapshot(tmp_path) == before
+
+
+def test_eval_prints_the_card_and_writes_it(tmp_path, corpus):
+    """The card of a character model (any tokenizer works), printed and written as JSON."""
+    tokenizer = CharTokenizer(corpus)
+    folder = tmp_path / "char"
+    save_checkpoint(folder, GPT(GPTConfig(**{**SMALL, "vocab_size": tokenizer.vocab_size})),
+                    tokenizer)
+    status, out, err = run_cli("eval", "--checkpoint", folder, "--prompts", "6",
+                               "--questions", "5", "--out", tmp_path / "card.json")
+    assert status == 0, err
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["model"]["tokenizer"] == "char" and card["choice"]["by_total"]["n"] == 5
+    assert card["words"]["sampled"]["english_words"]["n"] > 0
+    assert "| Bits per character, Tiny Shakespeare validation |" in out

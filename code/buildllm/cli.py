@@ -5,6 +5,8 @@ The commands, each a parser below and a function that runs it:
 - ``buildllm tokenizer train|encode|decode``: learn a BPE tokenizer, use one;
 - ``buildllm train``: train a model as a recipe says, log and checkpoint (resumable);
 - ``buildllm generate`` (alias ``sample``): continue a prompt with a trained checkpoint;
+- ``buildllm eval``: a trained model's report card (held-out plays, words, copying, multiple
+  choice, metre), printed as a table and written as JSON;
 - ``buildllm finetune``: turn a trained model into a genre classifier (head, full or LoRA).
 
 A user's mistake (a missing file, a folder where a file belongs, a file that is not UTF-8, a
@@ -16,6 +18,7 @@ work starts. Described in the chapter "How this book is built and tested".
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,8 @@ import torch.distributed as dist
 from buildllm import data
 from buildllm.checkpoint import load_model
 from buildllm.device import resolve_device
-from buildllm.files import check_output_file, check_output_folder, read_text
+from buildllm.evaluate import Settings, format_cards, report_card
+from buildllm.files import check_output_file, check_output_folder, read_text, write_atomically
 from buildllm.finetune import METHODS, check_finetune_settings, finetune_classifier, genre_task
 from buildllm.generate import check_settings, stream_text
 from buildllm.lora import save_adapters
@@ -46,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokenizer_commands(commands)
     add_train_command(commands)
     add_generate_command(commands)
+    add_eval_command(commands)
     add_finetune_command(commands)
     return parser
 
@@ -229,6 +234,54 @@ def generate_command(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+# ---- buildllm eval ---------------------------------------------------------------------------
+
+
+def add_eval_command(commands) -> None:
+    """``buildllm eval``: the report card of a trained model."""
+    p = commands.add_parser(
+        "eval", help="measure a trained model beyond its loss: its report card",
+        description="Measure a trained model (chapter 'Measuring a language model'): bits per "
+                    "character on Tiny Shakespeare's validation text and on plays it never "
+                    "saw, English words, copying and metre of lines sampled after held-out "
+                    "speech openings, and multiple choice of the next line. Prints the card "
+                    "as a table (95%% intervals beside every share) and writes it as JSON.")
+    p.add_argument("--checkpoint", help="a trained model (default: the book's model, trained "
+                                        "once and cached)")
+    p.add_argument("--out", help="a JSON file for the card (default: print only)")
+    defaults = Settings()
+    p.add_argument("--prompts", type=int, default=defaults.prompts,
+                   help=f"speech openings, one sampled line each ({defaults.prompts})")
+    p.add_argument("--questions", type=int, default=defaults.questions,
+                   help=f"multiple-choice questions ({defaults.questions})")
+    p.add_argument("--temperature", type=float, default=defaults.temperature,
+                   help=f"sampling temperature ({defaults.temperature})")
+    p.add_argument("--top-k", type=int, default=defaults.top_k,
+                   help=f"keep the k most likely tokens ({defaults.top_k})")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed (0)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
+    p.set_defaults(func=eval_command)
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Measure, print the card, write it when asked."""
+    settings = Settings(seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+                        prompts=args.prompts, questions=args.questions)  # checked first
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    out = check_output_file(args.out) if args.out else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = args.checkpoint or pretrained_dir("book")
+    model, tokenizer = load_model(folder)
+    card = report_card(model, tokenizer, settings, data.load_text())
+    print(format_cards({Path(folder).name: card}), end="")
+    if out is not None:
+        write_atomically(out, lambda tmp: tmp.write_text(json.dumps(card, indent=1), "utf-8"))
+        print(f"card: {out}")
     return 0
 
 
