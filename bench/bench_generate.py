@@ -36,8 +36,9 @@ from torch import nn
 from bench import Result, best_time
 from buildllm import generate as gen
 from buildllm.config import preset
+from buildllm.evaluate import quantization_cost
 from buildllm.model import GPT
-from buildllm.quantize import Int8Linear, quality, quantize_model
+from buildllm.quantize import Int8Linear, quantize_model
 
 PROMPT_LEN, NEW_TOKENS, GROUP, ROUNDS = 8, 256, 16, 3
 QUALITY_PROMPT = "ROMEO:\n"
@@ -126,7 +127,7 @@ def _quality_results() -> list[Result]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the book's model is tiny: a second thread only waits (and more
     try:  # so on a busy machine); the numbers do not depend on it
-        q = quality(model, tokenizer, load_text(), QUALITY_PROMPT, NEW_TOKENS)
+        q = quantization_cost(model, tokenizer, load_text(), QUALITY_PROMPT, NEW_TOKENS)
     finally:
         torch.set_num_threads(threads)
     return [

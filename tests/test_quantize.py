@@ -13,12 +13,12 @@ from torch import nn
 
 from buildllm import generate as gen
 from buildllm.config import GPTConfig
+from buildllm.evaluate import greedy_agreement
 from buildllm.model import GPT
 from buildllm.quantize import (
     EPS,
     Int8Linear,
     dequantize_int8,
-    greedy_agreement,
     int8_linear_reference,
     quantize_int8,
     quantize_model,

@@ -49,10 +49,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from buildllm import data, verse
+from buildllm import data, train, verse
 from buildllm import plays as plays_
+from buildllm.data import eval_windows
 from buildllm.finetune import TEST_PLAYS, pad, wilson
-from buildllm.generate import sample_next
+from buildllm.generate import generate, sample_next
+from buildllm.quantize import quantize_model
 from buildllm.tokenizer import Tokenizer
 
 LN2 = math.log(2)
@@ -814,3 +816,47 @@ def format_cards(cards: Mapping[str, dict]) -> str:
     for i, (label, _, real) in enumerate(tables[0]):
         out.append(f"| {label} | " + " | ".join(t[i][1] for t in tables) + f" | {real} |")
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# What int8 weights cost (chapter "Generating text")
+# ---------------------------------------------------------------------------------------------
+
+
+def quantization_cost(model: torch.nn.Module, tokenizer: Tokenizer, text: str, prompt: str,
+                      steps: int = 256, batch_size: int = 64) -> dict[str, float]:
+    """Compare ``model`` in float32 with its int8 copy on the corpus ``text``.
+
+    Returns the validation bits per character of each (the whole validation split in windows
+    of the model's context, ``batch_size`` windows per call) and :func:`greedy_agreement` over
+    ``steps`` tokens from ``prompt``.
+    """
+    qmodel = quantize_model(model)
+    _, val_ids = train.load_splits(tokenizer, text)
+    x, y = eval_windows(val_ids, model.config.block_size)
+    counts = torch.tensor(tokenizer.token_chars())  # (vocab_size,): characters per token
+    fp32, int8 = (train.evaluate(m, x, y, counts, batch_size)["bits_per_char"]
+                  for m in (model, qmodel))
+    return {"bits_per_char_fp32": fp32, "bits_per_char_int8": int8,
+            **greedy_agreement(model, qmodel, tokenizer.encode(prompt), steps)}
+
+
+@torch.no_grad()
+def greedy_agreement(model: torch.nn.Module, other: torch.nn.Module, prompt: list[int],
+                     steps: int) -> dict[str, int]:
+    """How far the greedy tokens of two models agree, ``steps`` tokens from ``prompt``.
+
+    ``same_before_first_difference`` and ``same_positions`` compare the two generated texts;
+    once they differ they continue from different contexts. ``same_choice_on_model_text``
+    feeds ``model``'s text to both and counts the steps at which they pick the same token.
+    """
+    a, b = (generate(m, prompt, steps, temperature=0)[len(prompt):] for m in (model, other))
+    same = a == b
+    first = steps if bool(same.all()) else int(same.logical_not().int().argmax())
+    text, T = torch.tensor([*prompt, *a.tolist()]), model.config.block_size
+    choice = 0
+    for t in range(len(prompt), len(text)):
+        window = text[max(0, t - T):t][None]  # (1, <= T): what step t saw
+        choice += int(model(window)[0][0, -1].argmax() == other(window)[0][0, -1].argmax())
+    return {"steps": steps, "same_before_first_difference": first,
+            "same_positions": int(same.sum()), "same_choice_on_model_text": choice}

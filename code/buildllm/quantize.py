@@ -16,8 +16,8 @@ of four (float32) cuts the bytes read by four.
   integers multiply integers; :func:`int8_linear_reference` is the same arithmetic written
   out, for reading and for checking.
 - :func:`quantize_model` swaps every ``nn.Linear`` of a :class:`~buildllm.model.GPT` for an
-  :class:`Int8Linear`; :func:`quality` measures what that costs (bits per character, greedy
-  tokens).
+  :class:`Int8Linear`; :func:`buildllm.evaluate.quantization_cost` measures what that costs
+  (bits per character, greedy tokens).
 
 Why this kernel: of the int8 routes PyTorch offers on a CPU (fbgemm's dynamically quantized
 linear layer, oneDNN's ``torch._int_mm``, ``_weight_int8pack_mm``, or widening the codes back to
@@ -33,11 +33,7 @@ import warnings
 import torch
 from torch import nn
 
-from buildllm.data import eval_windows
-from buildllm.generate import generate
 from buildllm.model import GPT
-from buildllm.tokenizer import Tokenizer
-from buildllm.train import evaluate, load_splits
 
 EPS = torch.finfo(torch.float32).eps  # the smallest scale PyTorch allows
 
@@ -231,45 +227,3 @@ def quantize_model(model: GPT) -> GPT:
             if isinstance(child, nn.Linear):
                 setattr(module, name, Int8Linear.from_linear(child))
     return qmodel
-
-
-# ---------------------------------------------------------------------------------------------
-# What int8 costs in quality
-# ---------------------------------------------------------------------------------------------
-
-
-def quality(model: GPT, tokenizer: Tokenizer, text: str, prompt: str, steps: int = 256,
-            batch_size: int = 64) -> dict[str, float]:
-    """Compare ``model`` in float32 with its int8 copy on the corpus ``text``.
-
-    Returns the validation bits per character of each (the whole validation split in windows
-    of the model's context, ``batch_size`` windows per call) and :func:`greedy_agreement` over
-    ``steps`` tokens from ``prompt``.
-    """
-    qmodel = quantize_model(model)
-    _, val_ids = load_splits(tokenizer, text)
-    x, y = eval_windows(val_ids, model.config.block_size)
-    counts = torch.tensor(tokenizer.token_chars())  # (vocab_size,): characters per token
-    fp32, int8 = (evaluate(m, x, y, counts, batch_size)["bits_per_char"] for m in (model, qmodel))
-    return {"bits_per_char_fp32": fp32, "bits_per_char_int8": int8,
-            **greedy_agreement(model, qmodel, tokenizer.encode(prompt), steps)}
-
-
-@torch.no_grad()
-def greedy_agreement(model: GPT, other: GPT, prompt: list[int], steps: int) -> dict[str, int]:
-    """How far the greedy tokens of two models agree, ``steps`` tokens from ``prompt``.
-
-    ``same_before_first_difference`` and ``same_positions`` compare the two generated texts;
-    once they differ they continue from different contexts. ``same_choice_on_model_text``
-    feeds ``model``'s text to both and counts the steps at which they pick the same token.
-    """
-    a, b = (generate(m, prompt, steps, temperature=0)[len(prompt):] for m in (model, other))
-    same = a == b
-    first = steps if bool(same.all()) else int(same.logical_not().int().argmax())
-    text, T = torch.tensor([*prompt, *a.tolist()]), model.config.block_size
-    choice = 0
-    for t in range(len(prompt), len(text)):
-        window = text[max(0, t - T):t][None]  # (1, <= T): what step t saw
-        choice += int(model(window)[0][0, -1].argmax() == other(window)[0][0, -1].argmax())
-    return {"steps": steps, "same_before_first_difference": first,
-            "same_positions": int(same.sum()), "same_choice_on_model_text": choice}
