@@ -29,8 +29,8 @@ def run() -> list[Result]:
     try:
         model, tokenizer = pretrained("book")
         task = ft.genre_task(tokenizer)
-        _, full = ft.finetune_classifier(model, task, "full", steps=200, lr=1e-3)
-        _, lora = ft.finetune_classifier(model, task, "lora", steps=200, lr=3e-3,
+        _, full = ft.finetune_classifier(model, task, "full", steps=200)
+        _, lora = ft.finetune_classifier(model, task, "lora", steps=200,
                                          max_seconds=full["cpu_seconds"])
     finally:
         torch.set_num_threads(previous)

@@ -15,6 +15,7 @@ against a plain PyTorch model of the same shape.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import statistics
@@ -25,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import Result, best_time
+from buildllm.config import RECIPES
 from buildllm.model import GPT
-from buildllm.recipes import RECIPES
-from buildllm.train import TrainConfig, make_optimizer, train
+from buildllm.train import make_optimizer, train
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
@@ -76,7 +77,7 @@ SEEDS = (0, 1, 2)  # the recipe benchmark reports the median of these; quality u
 def nanogpt_reference(seed: int = SEEDS[0]) -> dict:
     """nanoGPT's CPU recipe, its 2000 steps, timed in CPU seconds; run once per seed and
     benchmark run (the recipe benchmark shares it). Returns :func:`train`'s final evaluation."""
-    config = TrainConfig.from_dict({**RECIPES["nanogpt_cpu"], "seed": seed})
+    config = dataclasses.replace(RECIPES["nanogpt_cpu"], seed=seed)
     return train(config, clock=time.process_time).final
 
 
@@ -85,9 +86,9 @@ def equal_time(recipe: str, seed: int = SEEDS[0]) -> tuple[dict, dict]:
     its learning-rate schedule ending with the budget. Returns the final evaluations
     ``(ours, nanoGPT's)``."""
     ref = nanogpt_reference(seed)
-    config = TrainConfig.from_dict({**RECIPES[recipe], "max_steps": UNREACHABLE,
-                                    "max_seconds": ref["train_seconds"],
-                                    "eval_interval": UNREACHABLE, "seed": seed})
+    config = dataclasses.replace(RECIPES[recipe], max_steps=UNREACHABLE,
+                                 max_seconds=ref["train_seconds"], eval_interval=UNREACHABLE,
+                                 seed=seed)
     return train(config, clock=time.process_time).final, ref
 
 
@@ -102,8 +103,8 @@ def quality() -> Result:
 
 
 def throughput() -> Result:
-    config = TrainConfig.from_dict(RECIPES["book"])
-    model_config = config.model_config(config.vocab_size)
+    config = RECIPES["book"]
+    model_config = config.model
     V, T, B = model_config.vocab_size, model_config.block_size, config.batch_size
     torch.manual_seed(0)
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))

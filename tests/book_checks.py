@@ -6,6 +6,8 @@
   with no stored output at all checks nothing under nbval);
 - every module that teaches is shown in a chapter, no chapter prints plumbing, and the API
   reference lists every module;
+- no listing uses a name that only a later chapter introduces (a class, a function, a field
+  or an attribute that a later chapter's listing defines);
 - every `buildllm` command that the book and the README print is one the command line accepts.
 """
 
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
 import re
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -161,9 +165,11 @@ def check_figures_referenced(root: Path) -> list[str]:
 # Modules whose code teaches: each is shown (a literalinclude) in a chapter. The others are
 # plumbing, never printed in a chapter; the API reference lists them.
 TEACHING = {"repro", "config", "bpe", "bpe_fast", "tokenizer", "tokenizer_export", "data",
-            "embeddings", "norms", "attention", "layers", "model", "convert", "recipes", "train",
-            "muon", "generate", "quantize", "lora", "finetune", "verse", "evaluate"}
-PLUMBING = {"files", "device", "checkpoint", "pretrained", "plays", "cli"}
+            "embeddings", "norms", "attention", "kvcache", "gqa", "layers", "model", "convert",
+            "train", "muon", "generate", "quantize", "lora", "finetune", "instruct", "verse",
+            "evaluate"}
+PLUMBING = {"files", "device", "checkpoint", "pretrained", "plays", "cli", "run", "baselines",
+            "adapters"}
 
 
 def library_modules(root: Path) -> list[str]:
@@ -204,6 +210,143 @@ def check_api_reference(root: Path) -> list[str]:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
                     not node.name.startswith("_") and ast.get_docstring(node) is None:
                 problems.append(f"buildllm.{name}.{node.name} has no docstring")
+    return problems
+
+
+# ---- listings hold nothing from later chapters ------------------------------------------------
+
+
+def listings(page: Path) -> list[tuple[str, Path, range | None]]:
+    """``(label, source file, lines)`` of every ``literalinclude`` of library code on ``page``:
+    the lines (0-based) that Sphinx shows (``:pyobject:``, then ``:start-at:`` or
+    ``:start-after:``, then ``:end-at:`` or ``:end-before:``), or None where the file or the
+    object is gone."""
+    out = []
+    for text in prose(page):
+        for m in _INCLUDE.finditer(text + "\n"):
+            if "code/buildllm/" not in m.group(1):
+                continue
+            options = {k: v.strip().strip('"')
+                       for k, v in re.findall(r":([\w-]+):[ \t]*(.*)", m.group(2))}
+            source = (page.parent / m.group(1)).resolve()
+            label = f"{source.stem}.{options.get('pyobject', options.get('start-at'))}"
+            try:
+                span = _cut(source.read_text(encoding="utf-8").splitlines(), options)
+            except (OSError, StopIteration):
+                span = None
+            out.append((label, source, span))
+    return out
+
+
+def _cut(lines: list[str], options: dict[str, str]) -> range:
+    span = range(len(lines))
+    if "pyobject" in options:
+        node = ast.parse("\n".join(lines))
+        for part in options["pyobject"].split("."):
+            node = next(n for n in node.body if getattr(n, "name", None) == part)
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        span = range(first - 1, node.end_lineno)
+    for key, keep in (("start-at", 0), ("start-after", 1)):
+        if key in options:
+            span = span[next(i for i, n in enumerate(span) if options[key] in lines[n]) + keep:]
+    for key, keep in (("end-at", 1), ("end-before", 0)):
+        if key in options:
+            span = span[:next(i for i, n in enumerate(span) if options[key] in lines[n]) + keep]
+    return span
+
+
+def definitions(tree: ast.Module) -> list[tuple[str, int]]:
+    """``(name, line)`` of what a module defines: its classes and functions (methods too), the
+    fields of its classes, the attributes set on ``self``, the names assigned at its top."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.append((node.name, node.lineno))
+            if isinstance(node, ast.ClassDef):
+                found += [(t.id, t.lineno) for s in node.body for t in _targets(s)
+                          if isinstance(t, ast.Name)]
+        for target in _targets(node):
+            found += [(t.attr, t.lineno) for t in ast.walk(target)
+                      if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self"]
+    found += [(t.id, t.lineno) for s in tree.body for t in _targets(s) if isinstance(t, ast.Name)]
+    return found
+
+
+def used_names(code: str) -> set[str]:
+    """What ``code`` uses and does not bind itself: free names, attributes, keyword names."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:  # a fragment: every identifier
+        return set(re.findall(r"[A-Za-z_]\w*", code)) - set(keyword.kwlist)
+    bound, used = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else used).add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            used.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    return used - bound
+
+
+def _targets(node: ast.AST) -> list[ast.AST]:
+    if isinstance(node, ast.Assign):
+        return node.targets
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        return [node.target]
+    return []
+
+
+def _code_cells(page: Path) -> str:
+    if page.suffix != ".ipynb":
+        return ""
+    nb = json.loads(page.read_text(encoding="utf-8"))
+    return "\n".join("".join(c.get("source", "")) for c in nb.get("cells", [])
+                     if c.get("cell_type") == "code")
+
+
+def introduced(root: Path, pages: list[Path]) -> dict[str, int]:
+    """The chapter (index into ``pages``) where each name of the library is introduced: the
+    first that shows (a listing) or uses (a code cell) it. A name that library code defines
+    outside every listing (plumbing, or a detail the chapters leave out) is there from the
+    start (0)."""
+    shown = {}  # (file, line) -> the first chapter whose listing holds it
+    for k, page in reversed(list(enumerate(pages))):
+        for _, source, span in listings(page):
+            shown.update({(source, n + 1): k for n in span or ()})
+    first: dict[str, int] = {}
+    for source in sorted((root / "code" / "buildllm").glob("*.py")):
+        for name, line in definitions(ast.parse(source.read_text(encoding="utf-8"))):
+            first[name] = min(first.get(name, 10**6), shown.get((source.resolve(), line), 0))
+    for k, page in enumerate(pages):
+        for name in used_names(_code_cells(page)):
+            if first.get(name, -1) > k:
+                first[name] = k
+    return first
+
+
+def check_later_names(root: Path) -> list[str]:
+    """Problems: a listing that uses a name which a later chapter introduces (a class, a
+    function, a field, an attribute that only a later chapter's listing shows): the listing
+    shows an idea before it is taught. And a listing of code that no longer exists."""
+    pages = [p for p in (_resolve(root, name) for name in toc_files(root)) if p is not None]
+    first = introduced(root, pages)
+    problems = []
+    for k, page in enumerate(pages):
+        for label, source, span in listings(page):
+            if span is None:
+                problems.append(f"{page.name} shows {label}, which is not in the library")
+                continue
+            lines = source.read_text(encoding="utf-8").splitlines()
+            code = textwrap.dedent("\n".join(lines[n] for n in span))
+            for name in sorted(n for n in used_names(code) if first.get(n, 0) > k):
+                problems.append(f"{page.name} shows {label}, which uses {name!r}: a later "
+                                f"chapter introduces it ({pages[first[name]].name}); teach it "
+                                f"first, or show it there")
     return problems
 
 

@@ -9,7 +9,9 @@ a tiny training run. One place, so that a change of size or option reaches every
   ``pytest -m cuda`` runs just those cases;
 - ``TEXT``, :func:`tiny`: a short text and a training configuration that trains on it in
   seconds (training, the cached pretrained model, the command line);
-- ``HARD_PIECES``: text that tokenizers get wrong (the tokenizer tests).
+- ``HARD_PIECES``: text that tokenizers get wrong (the tokenizer tests);
+- :func:`fake_plays`: five small plays, three of the Folio's genres and two others (the
+  fine-tuning and instruction tests).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from buildllm.config import GPTConfig
 from buildllm.model import GPT
+from buildllm.plays import Play, Speech
 from buildllm.train import TrainConfig
 
 SMALL = dict(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32)
@@ -91,3 +94,15 @@ def tiny(**overrides) -> TrainConfig:
 def losses(log: list[dict]) -> list[tuple[int, float]]:
     """The (step, training loss) records of a run's log."""
     return [(r["step"], r["loss"]) for r in log if "loss" in r]
+
+
+def fake_plays() -> list[Play]:
+    """Five small plays of four speakers: a comedy, a history, a tragedy and two of genres the
+    Folio does not name; each scene four speeches long."""
+    out = []
+    for name, genre in [("a", "comedies"), ("b", "histories"), ("c", "tragedies"),
+                        ("d", "roman"), ("e", "romances")]:
+        speeches = [Speech(name, genre, who, (f"{name} line {i}.", "Another line."), i // 4)
+                    for i, who in enumerate(["ROMEO", "JULIET", "ROMEO", "NURSE"] * 4)]
+        out.append(Play(name, genre, name.upper(), speeches))
+    return out

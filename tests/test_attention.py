@@ -1,6 +1,7 @@
-"""Tests of buildllm.attention: the formula, the layer, the cache, against three references;
-and the options of chapter "From GPT-2 to today's LLMs" that live in attention: rotary
-positions, grouped-query attention, QK-norm.
+"""Tests of attention: the formula and the layer of buildllm.attention, the cache of
+buildllm.kvcache, and the options of chapter "From GPT-2 to today's LLMs" that live in attention
+(buildllm.gqa: rotary positions, grouped-query attention, QK-norm), against three references.
+The layers are made as the model makes them (buildllm.layers.make_attention).
 
 References: our own formula (:func:`scaled_dot_product_attention`), PyTorch's fused
 ``torch.nn.functional.scaled_dot_product_attention`` and ``torch.nn.MultiheadAttention`` with
@@ -19,13 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from buildllm.attention import (
-    CausalSelfAttention,
-    KVCache,
-    causal_mask,
-    scaled_dot_product_attention,
-)
+from buildllm.attention import CausalSelfAttention, causal_mask, scaled_dot_product_attention
 from buildllm.config import GPTConfig
+from buildllm.gqa import GroupedQueryAttention
+from buildllm.kvcache import CachedSelfAttention, KVCache
+from buildllm.layers import make_attention
 from buildllm.norms import rms_norm
 from shared import SMALL, small
 
@@ -38,10 +37,10 @@ TOL = {
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
-def make_layer(n_embd=32, n_head=4, dtype=torch.float32, seed=0, **kw) -> CausalSelfAttention:
+def make_layer(n_embd=32, n_head=4, dtype=torch.float32, seed=0, **kw) -> CachedSelfAttention:
     torch.manual_seed(seed)
     config = GPTConfig(n_embd=n_embd, n_head=n_head, block_size=kw.pop("block_size", 64), **kw)
-    layer = CausalSelfAttention(config).to(dtype).eval()
+    layer = make_attention(config).to(dtype).eval()
     if config.bias:  # non-zero biases, so that a bias mixed up would show
         with torch.no_grad():
             layer.c_attn.bias.normal_(0, 0.5)
@@ -53,15 +52,15 @@ def by_hand(layer: CausalSelfAttention, x: torch.Tensor, positions_from: int = 0
             k_extra=None) -> torch.Tensor:
     """The layer's forward pass written with the reference formula and explicit GQA copies."""
     B, T, C = x.shape
-    H, Hkv, D = layer.n_head, layer.n_kv_head, layer.head_dim
+    H, Hkv, D = layer.n_head, getattr(layer, "n_kv_head", layer.n_head), layer.head_dim
     q, k, v = layer.c_attn(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
     q = q.view(B, T, H, D).transpose(1, 2)
     k = k.view(B, T, Hkv, D).transpose(1, 2)
     v = v.view(B, T, Hkv, D).transpose(1, 2)
-    if layer.q_norm is not None:
+    if getattr(layer, "q_norm", None) is not None:
         q = rms_norm(q, layer.q_norm.weight, layer.q_norm.eps)
         k = rms_norm(k, layer.k_norm.weight, layer.k_norm.eps)
-    if layer.rope is not None:
+    if getattr(layer, "rope", None) is not None:
         q, k = layer.rope(q), layer.rope(k)
     k = k.repeat_interleave(H // Hkv, dim=1)  # query head h reads key/value head h // (H/Hkv)
     v = v.repeat_interleave(H // Hkv, dim=1)
@@ -95,13 +94,24 @@ def test_causal_mask_is_zero_on_and_below_the_diagonal():
                 assert (m[i, j] == 0) if j <= i else (m[i, j] == float("-inf"))
 
 
-def test_causal_mask_with_a_prefix_puts_queries_at_the_end():
-    m = causal_mask(2, 5)  # queries at positions 3 and 4 of 5
+def test_the_last_rows_of_a_mask_put_queries_at_the_end():
+    m = causal_mask(5)[3:]  # queries at positions 3 and 4 of 5, as the cache's attention uses
     torch.testing.assert_close(m[:, :4], torch.zeros(2, 4))
     assert m[0, 4] == float("-inf") and m[1, 4] == 0
-    torch.testing.assert_close(causal_mask(3, 3, dtype=torch.float64), causal_mask(3).double())
-    with pytest.raises(ValueError, match="fewer keys"):
-        causal_mask(4, 3)
+    torch.testing.assert_close(causal_mask(3, dtype=torch.float64), causal_mask(3).double())
+
+
+def test_chapter_3s_layer_is_the_models_layer_without_a_cache():
+    config = GPTConfig(n_embd=32, n_head=4, block_size=16)
+    torch.manual_seed(0)
+    plain = CausalSelfAttention(config).double().eval()
+    cached = make_attention(config).double().eval()
+    assert type(cached) is CachedSelfAttention
+    cached.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(cached(x), plain(x), atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(cached(x[:, :1]), plain(x[:, :1]), atol=1e-12, rtol=1e-12)
 
 
 def test_formula_by_hand_on_two_tokens():
@@ -125,7 +135,7 @@ def test_formula_equals_torch_sdpa(B, H, T_q, extra, D, dtype, seed):
     q = torch.randn(B, H, T_q, D, generator=g).to(dtype)
     k = torch.randn(B, H, T_k, D, generator=g).to(dtype)
     v = torch.randn(B, H, T_k, D + 1, generator=g).to(dtype)
-    mask = causal_mask(T_q, T_k, dtype=dtype)
+    mask = causal_mask(T_k, dtype=dtype)[extra:]  # the queries are the last T_q positions
     ours = scaled_dot_product_attention(q, k, v, mask)
     torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
                                **TOL[dtype])
@@ -280,15 +290,15 @@ def test_train_mode_without_dropout_equals_eval():
 # ---- the key/value cache -------------------------------------------------------------------
 
 
-def chunked(layer: CausalSelfAttention, x: torch.Tensor, sizes: list[int],
+def chunked(layer: CachedSelfAttention, x: torch.Tensor, sizes: list[int],
             max_len: int | None = None) -> torch.Tensor:
     B, T, _ = x.shape
-    cache = KVCache(B, layer.n_kv_head, max_len or T, layer.head_dim, dtype=x.dtype)
+    cache = KVCache(B, max_len or T)
     outs, start = [], 0
     for n in sizes:
         outs.append(layer(x[:, start:start + n], cache))
         start += n
-        assert cache.length == start
+        assert len(cache) == start
     return torch.cat(outs, dim=1)
 
 
@@ -312,22 +322,23 @@ def test_cache_any_chunking_float32(sizes, seed):
 
 
 def test_cache_memory_is_allocated_once_and_filled_in_place():
-    cache = KVCache(2, 3, 8, 4)
-    assert cache.k.shape == cache.v.shape == (2, 3, 8, 4) and cache.max_len == 8
-    k0, v0 = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    cache = KVCache(2, 8)
+    assert cache.k is None and len(cache) == 0 and cache.max_len == 8  # allocated when used
+    k0, v0 = torch.randn(2, 3, 5, 4, dtype=torch.float64), torch.randn(2, 3, 5, 4)
     k, v = cache.update(k0, v0)
+    assert cache.k.shape == cache.v.shape == (2, 3, 8, 4) and cache.k.dtype == torch.float64
     assert cache.length == 5 and k.shape == (2, 3, 5, 4)
     assert k.data_ptr() == cache.k.data_ptr()  # a view of the preallocated memory
-    k1 = torch.randn(2, 3, 3, 4)
-    k, v = cache.update(k1, k1)
+    k1 = torch.randn(2, 3, 3, 4, dtype=torch.float64)
+    k, v = cache.update(k1, k1.float())
     torch.testing.assert_close(k, torch.cat([k0, k1], dim=2))
-    torch.testing.assert_close(v, torch.cat([v0, k1], dim=2))
+    torch.testing.assert_close(v, torch.cat([v0, k1.float()], dim=2))
 
 
-def test_cache_overflow_is_a_clear_error():
-    cache = KVCache(1, 2, 4, 8)
+def test_cache_overflow_is_refused():
+    cache = KVCache(1, 4)
     cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
-    with pytest.raises(ValueError, match="holds 4 positions, 5 are needed"):
+    with pytest.raises(AssertionError, match="holds 4 positions, 5 needed"):
         cache.update(torch.ones(1, 2, 2, 8), torch.ones(1, 2, 2, 8))
     assert cache.length == 3 and not cache.k.any() and not cache.v.any()  # nothing changed
     k, v = cache.update(torch.ones(1, 2, 1, 8), torch.ones(1, 2, 1, 8))  # the last one fits
@@ -370,14 +381,14 @@ def test_gqa_is_multi_head_attention_with_shared_key_value_heads():
 
 def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
     torch.manual_seed(9)
-    attn = CausalSelfAttention(small(qk_norm=True, bias=False, pos_encoding="rope")).eval()
+    attn = GroupedQueryAttention(small(qk_norm=True, bias=False, pos_encoding="rope")).eval()
     x = torch.randn(2, 8, SMALL["n_embd"])
     before = attn(x)
     qk_rows = 2 * SMALL["n_embd"]  # queries and keys; values untouched
     with torch.no_grad():
         attn.c_attn.weight[:qk_rows] *= 25.0
     torch.testing.assert_close(attn(x), before, atol=1e-4, rtol=1e-3)  # up to eps
-    plain = CausalSelfAttention(small(bias=False)).eval()
+    plain = make_attention(small(bias=False)).eval()
     with torch.no_grad():
         plain.c_attn.weight.copy_(attn.c_attn.weight)
         plain.c_proj.weight.copy_(attn.c_proj.weight)
@@ -386,8 +397,10 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
 
 def test_options_make_their_parts():
     plain = make_layer()
-    assert plain.rope is None and plain.q_norm is None and plain.k_norm is None
-    assert plain.n_kv_head == plain.n_head == 4 and plain.head_dim == 8
+    assert type(plain) is CachedSelfAttention and plain.n_head == 4 and plain.head_dim == 8
+    assert type(make_layer(n_kv_head=4)) is GroupedQueryAttention
+    gqa = make_layer(n_kv_head=2)
+    assert gqa.rope is None and gqa.q_norm is None and gqa.k_norm is None and gqa.n_kv_head == 2
     rope = make_layer(pos_encoding="rope", block_size=16)
     assert rope.rope is not None and rope.rope.cos.shape == (16, 4)  # a table for block_size
     qk = make_layer(qk_norm=True, norm_eps=1e-3)

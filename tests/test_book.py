@@ -23,6 +23,7 @@ from book_checks import (
     check_commands,
     check_executed,
     check_figures_referenced,
+    check_later_names,
     check_library_shown,
     check_toc,
     toc_notebooks,
@@ -270,3 +271,33 @@ def test_command_checker_refuses_an_unknown_option(tmp_path):
         ("README.md", "buildllm generate --model runs/book      --prompt Hi   # a comment")]
     problems = check_commands(tmp_path)
     assert len(problems) == 1 and "required: --checkpoint" in problems[0]
+
+
+def test_no_listing_uses_a_name_that_a_later_chapter_introduces():
+    assert check_later_names(ROOT) == []
+
+
+def test_later_names_check_catches_a_planted_violation(tmp_path):
+    """Chapter one shows a function that calls a helper and reads an attribute that only
+    chapter two's listings introduce; a name used in chapter one's own code, or defined in code
+    that no chapter shows, is no violation."""
+    source = ("def early(x, cache=None):\n"
+              "    return helper(x) + cache.filled + x.detail\n\n\n"
+              "def helper(x):\n    return x\n\n\n"
+              "class Memory:\n    def __init__(self):\n        self.filled = 0\n\n\n"
+              "class Hidden:\n    def __init__(self):\n        self.detail = 0\n")
+    include = "```{{literalinclude}} ../code/buildllm/mod.py\n:pyobject: {}\n```\n"
+    root = _book(tmp_path, ["one", "two"])
+    (root / "code" / "buildllm").mkdir(parents=True)
+    (root / "code" / "buildllm" / "mod.py").write_text(source)
+    (root / "book" / "one.md").write_text("# One\n" + include.format("early"))
+    (root / "book" / "two.md").write_text("# Two\n" + include.format("helper")
+                                          + include.format("Memory"))
+    problems = check_later_names(root)
+    assert len(problems) == 2 and all("one.md shows mod.early" in p for p in problems)
+    assert "'filled'" in problems[0] and "'helper'" in problems[1] and "two.md" in problems[0]
+    (root / "book" / "one.md").write_text("# One\n" + include.format("helper")
+                                          + include.format("Memory") + include.format("early"))
+    assert check_later_names(root) == []  # taught first: no violation
+    (root / "book" / "one.md").write_text("# One\n" + include.format("gone"))
+    assert "one.md shows mod.gone, which is not in the library" in check_later_names(root)

@@ -269,4 +269,4 @@ def test_generate_errors_print_nothing_on_stdout(sampled, capsys):
     assert out == "" and "'x' was not in the text" in err
     assert main([*common, "--prompt", "abc" * 9]) == 2  # 27 tokens: more than the context
     out, err = capsys.readouterr()
-    assert out == "" and "more than the model's context" in err
+    assert out == "" and "27 tokens; it needs 1 to 24 (the model's context)" in err

@@ -1,16 +1,15 @@
-"""Tests of buildllm.finetune: padding, the classifier, the three methods, the masked loss."""
+"""Tests of buildllm.finetune: padding, the classifier, the three methods, the genre task."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from buildllm import finetune as ft
 from buildllm.lora import lora_layers, trainable_parameters
 from buildllm.model import GPT, GPTConfig
-from buildllm.plays import Play, Speech
 from buildllm.tokenizer import train_bpe
+from shared import fake_plays
 
 CONFIG = GPTConfig(vocab_size=260, block_size=64, n_layer=2, n_head=2, n_embd=16)
 
@@ -36,9 +35,7 @@ def test_pad_right_and_left():
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and last.tolist() == [2, 0]
     ids, last = ft.pad([[1, 2, 3], [4]], pad_id=9, side="left")
     assert ids.tolist() == [[1, 2, 3], [9, 9, 4]] and last.tolist() == [2, 2]
-    with pytest.raises(ValueError, match="'middle'"):
-        ft.pad([[1]], side="middle")
-    with pytest.raises(ValueError, match="no empty"):
+    with pytest.raises(AssertionError, match="none empty"):
         ft.pad([[1], []])
 
 
@@ -79,8 +76,8 @@ def test_prepare_chooses_what_trains(method):
     else:
         assert trainable == head | {n for n in trainable if ".lora_" in n}
         assert len(lora_layers(model)) == 4 * CONFIG.n_layer
-    with pytest.raises(ValueError, match="'adapters'"):
-        ft.prepare(classifier(), "adapters")
+    with pytest.raises(ValueError, match="'adapters'"):  # checked where a run starts
+        ft.check_finetune_settings("adapters", 200, 1e-3, 8, 16)
 
 
 @pytest.mark.parametrize("method", ft.METHODS)
@@ -112,31 +109,8 @@ def test_wilson_interval():
     assert ft.wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and ft.wilson(10, 10)[1] == 1.0
     acc = ft.accuracy(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 0, 0]))
     assert acc["acc"] == 0.75 and acc["lo"] < 0.75 < acc["hi"] and acc["n"] == 4
-    with pytest.raises(ValueError, match="k=5, n=4"):
+    with pytest.raises(AssertionError, match="k=5, n=4"):
         ft.wilson(5, 4)
-
-
-def test_baselines_on_separable_words():
-    texts = ["the king rides to war", "a jest and a song", "the crown of england",
-             "sing a merry song"] * 5
-    labels = torch.tensor([1, 0, 1, 0] * 5)
-    vocab = ft.word_vocab(texts, size=50)
-    x = ft.bag_of_words(texts, vocab)
-    assert x.shape == (20, len(vocab)) and x[0, vocab["king"]] == pytest.approx(0.6931, abs=1e-4)
-    layer = ft.fit_linear(x, labels, 2)
-    assert torch.equal(layer(x).argmax(-1), labels)
-    assert ft.majority(torch.tensor([2, 2, 1]), 4).tolist() == [2, 2, 2, 2]
-    assert ft.words("O'er the moon, 'tis") == ["o'er", "the", "moon", "'tis"]
-
-
-def fake_plays() -> list[Play]:
-    out = []
-    for name, genre in [("a", "comedies"), ("b", "histories"), ("c", "tragedies"),
-                        ("d", "roman"), ("e", "romances")]:
-        speeches = [Speech(name, genre, who, (f"{name} line {i}.", "Another line."), i // 4)
-                    for i, who in enumerate(["ROMEO", "JULIET", "ROMEO", "NURSE"] * 4)]
-        out.append(Play(name, genre, name.upper(), speeches))
-    return out
 
 
 def test_genre_examples_are_balanced_and_skip_other_genres():
@@ -150,62 +124,18 @@ def test_genre_examples_are_balanced_and_skip_other_genres():
     assert {ft.GENRE_OF[p] for p in ft.TEST_PLAYS} == set(ft.CLASSES)
 
 
-def test_speaker_questions_are_answerable_from_the_scene():
-    pairs = ft.speaker_questions(fake_plays(), n=1000, context_chars=60)
-    assert pairs
-    for prompt, answer in pairs:
-        assert prompt.endswith("\nAnswer:\n") and ft.SPEAKER_QUESTION in prompt
-        assert answer == answer.strip() + "\n"
-        assert f"\n{answer.strip()}:\n" in "\n" + prompt  # the speaker is among those shown
-        assert len(prompt.split(ft.SPEAKER_QUESTION)[0]) <= 60 + 2
-    prompt = ft.speaker_prompt([Speech("a", "comedies", "ROMEO", ("Hi.",))], "Hello.")
-    assert prompt == "ROMEO:\nHi.\n\nWho speaks this line?\nHello.\nAnswer:\n"
 
 
-def test_the_loss_is_masked_on_the_prompt(tok):
-    prompt, answer = "Who speaks this line?\nAnswer:", " ROMEO\n"
-    x, y = ft.instruction_example(tok, prompt, answer)
-    p, a = tok.encode(prompt), tok.encode(answer)
-    assert x == (p + a)[:-1] and y == [-1] * (len(p) - 1) + a
-    model, (xb, yb) = gpt(), ft.pad_pairs([(x, y)])
-    logits, loss = model(xb, yb)
-    answer_only = F.cross_entropy(logits[0, len(p) - 1:], torch.tensor(a))
-    torch.testing.assert_close(loss, answer_only)
-    # A prompt token's target does not count: changing it leaves the loss as it was.
-    full = torch.tensor(p + a)[1:][None]
-    changed = full.clone()
-    changed[0, 3] = (changed[0, 3] + 1) % 260
-    mask = torch.arange(full.size(1)) < len(p) - 1
-    for targets in (full, changed):
-        assert torch.equal(model(xb, targets.masked_fill(mask, -1))[1], loss)
-    assert not torch.equal(model(xb, full)[1], loss)  # without the mask it would
+def test_finetune_classifier_takes_the_methods_learning_rate_and_counts_what_trains():
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(10, 200, (5,), generator=g).tolist() + [259] for _ in range(12)]
+    task = ft.GenreTask(ids, torch.arange(12) % 3, ids[:6], torch.arange(6) % 3, 259)
+    clf, result = ft.finetune_classifier(gpt(), task, "lora", steps=2)
+    assert result["trainable"] == trainable_parameters(clf) and result["steps"] == 2
+    assert ft.LEARNING_RATES["lora"] > ft.LEARNING_RATES["full"]
 
 
-def test_pad_pairs_pads_targets_with_minus_one(tok):
-    pairs = [ft.instruction_example(tok, "Who speaks", " ROMEO\n"),
-             ft.instruction_example(tok, "Answer:", " JULIET")]
-    x, y = ft.pad_pairs(pairs, pad_id=7)
-    n = len(pairs[1][0])
-    assert (x[1, n:] == 7).all() and (y[1, n:] == -1).all()
-
-
-def test_answer_logprob_and_greedy_answer(tok):
-    model = gpt()
-    pair = ft.instruction_example(tok, "Who speaks this line?\nAnswer:", " ROMEO\n")
-    logp = ft.answer_logprob(model, [pair, pair])
-    _, loss = model(*ft.pad_pairs([pair]))
-    n_answer = sum(t >= 0 for t in pair[1])
-    torch.testing.assert_close(logp, torch.stack([-loss * n_answer] * 2))
-    answer = ft.greedy_answer(model, tok, "Who speaks this line?\nAnswer:", max_tokens=4)
-    assert isinstance(answer, str) and "\n" not in answer
-
-
-def test_instruction_tuning_learns_a_fixed_answer(tok):
-    pairs = [ft.instruction_example(tok, f"Who speaks this line? {i}\nAnswer:", " ROMEO\n")
-             for i in range(8)]
-    model = gpt()
-    before = ft.answer_logprob(model, pairs).mean()
-    log = ft.train_lm(model, pairs, steps=40, lr=3e-2, batch_size=4)
-    assert log["steps"] == 40
-    assert ft.answer_logprob(model, pairs).mean() > before + 1
-    assert ft.greedy_answer(model, tok, "Who speaks this line? 9\nAnswer:") == "ROMEO"
+def test_batches_of_fewer_examples_than_a_batch_hold_them_all():
+    g = torch.Generator().manual_seed(0)
+    first = [b.tolist() for _, b in zip(range(3), ft.batches(5, 32, g))]
+    assert all(sorted(b) == [0, 1, 2, 3, 4] for b in first)  # every epoch, all five

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from buildllm import generate as gen
+from buildllm.config import check_sampling
 from buildllm.model import GPT
 from buildllm.tokenizer import BPETokenizer
 from shared import CUDA, OPTIONS, SMALL, small
@@ -268,11 +269,12 @@ def test_stream_text_pieces_add_up_to_the_generated_text():
     (dict(top_k=0), "top_k"), (dict(top_k=2.5), "top_k"),
 ])
 def test_invalid_settings_are_clear_errors(kw, words):
+    """Checked once, where they come in (generate, stream, and the command line)."""
     model = tiny_model()
     with pytest.raises(ValueError, match=words):
         gen.generate(model, [1, 2], 3, **kw)
     with pytest.raises(ValueError, match=words):
-        gen.sample_next(torch.zeros(1, 5), **{"temperature": 1.0, **kw})
+        check_sampling(**{"temperature": 1.0, **kw})
 
 
 def test_a_tiny_temperature_is_nearly_greedy_without_overflow():
@@ -284,18 +286,14 @@ def test_a_tiny_temperature_is_nearly_greedy_without_overflow():
 
 def test_invalid_prompts_are_clear_errors():
     model = tiny_model()
-    with pytest.raises(ValueError, match="more than the model's context"):
+    with pytest.raises(ValueError, match="25 tokens; it needs 1 to 24 .*shorten it"):
         gen.generate(model, list(range(25)), 1)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="0 tokens; it needs 1 to 24"):
         gen.generate(model, [], 1)
-    with pytest.raises(ValueError, match="different lengths"):
+    with pytest.raises(ValueError):  # a batch needs one length (torch says which)
         gen.generate(model, [[1, 2, 3], [4, 5]], 1)
-    with pytest.raises(ValueError, match="0 .. 60"):
-        gen.generate(model, [1, 61], 1)
     with pytest.raises(ValueError, match="max_new_tokens"):
         gen.generate(model, [1], -1)
-    with pytest.raises(TypeError, match="dtype long"):
-        gen.generate(model, torch.ones(1, 3), 1)
     with pytest.raises(ValueError, match="non-empty"):
         list(gen.stream_text(model, BYTES, "", 1))
 

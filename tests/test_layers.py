@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from buildllm.attention import KVCache
-from buildllm.layers import Block, FeedForward, SwiGLU
+from buildllm.kvcache import KVCache
+from buildllm.layers import Block, FeedForward, ReLUSquared, SwiGLU, make_mlp
 from buildllm.norms import LayerNorm, RMSNorm
 from shared import SMALL, randomize, small
 
@@ -19,8 +19,9 @@ from shared import SMALL, randomize, small
                                       ("relu", torch.relu)])
 def test_feed_forward_is_two_linear_layers(mlp, act):
     cfg = small(mlp=mlp)
-    ffn = randomize(FeedForward(cfg))
-    assert ffn.c_fc.weight.shape == (4 * 32, 32) and ffn.c_proj.weight.shape == (32, 4 * 32)
+    ffn = randomize(make_mlp(cfg))
+    assert type(ffn) is FeedForward and ffn.c_fc.weight.shape == (4 * 32, 32)
+    assert ffn.c_proj.weight.shape == (32, 4 * 32)
     x = torch.randn(2, 5, 32)
     h = x @ ffn.c_fc.weight.T + ffn.c_fc.bias
     expected = act(h) @ ffn.c_proj.weight.T + ffn.c_proj.bias
@@ -65,7 +66,7 @@ def test_swiglu_gate_closed_gives_zero():
 @pytest.mark.parametrize("mlp", ["gelu", "relu", "swiglu"])
 def test_feed_forward_mixes_nothing_across_positions(mlp):
     cfg = small(mlp=mlp)
-    ffn = randomize(SwiGLU(cfg) if mlp == "swiglu" else FeedForward(cfg))
+    ffn = randomize(make_mlp(cfg))
     x = torch.randn(2, 6, 32)
     whole = ffn(x)
     one_by_one = torch.stack([ffn(x[:, t]) for t in range(6)], dim=1)
@@ -129,6 +130,13 @@ def test_block_with_zero_branches_is_identity():
 def test_block_with_a_cache_equals_the_full_sequence():
     block = randomize(Block(small(pos_encoding="rope", n_kv_head=2))).eval()
     x = torch.randn(2, 9, 32)
-    kv = KVCache(2, block.attn.n_kv_head, 16, block.attn.head_dim)
+    kv = KVCache(2, 16)
     parts = [block(x[:, :5], kv), block(x[:, 5:6], kv), block(x[:, 6:], kv)]
     torch.testing.assert_close(torch.cat(parts, dim=1), block(x), atol=1e-5, rtol=1e-4)
+
+
+def test_make_mlp_follows_the_config():
+    assert isinstance(make_mlp(small()).act, nn.GELU)
+    assert isinstance(make_mlp(small(mlp="relu")).act, nn.ReLU)
+    assert isinstance(make_mlp(small(mlp="relu2")).act, ReLUSquared)
+    assert type(make_mlp(small(mlp="swiglu"))) is SwiGLU

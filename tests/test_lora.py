@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from buildllm import lora
+from buildllm.finetune import check_finetune_settings
 from buildllm.lora import (
     AdapterError,
     LoRALinear,
@@ -91,11 +92,16 @@ def test_targets_by_short_or_full_name():
 @pytest.mark.parametrize("r, alpha, fix", [(0, 16, "r=8"), (-1, 16, "r=8"), (1.5, 16, "r=8"),
                                            (4, 0, "alpha=2*r"), (4, -2.0, "alpha=2*r")])
 def test_bad_rank_or_alpha_is_a_value_error_naming_the_fix(r, alpha, fix):
+    """Checked where they come in: the settings of a fine-tuning run."""
     with pytest.raises(ValueError, match="LoRA") as e:
-        apply_lora(model(), r=r, alpha=alpha)
+        check_finetune_settings("lora", 200, 1e-3, r, alpha)
     assert fix in str(e.value) and repr(r if "rank" in str(e.value) else alpha) in str(e.value)
-    with pytest.raises(ValueError):
-        LoRALinear(nn.Linear(3, 3), r=r, alpha=alpha)
+
+
+@pytest.mark.parametrize("r", [0, -1, 17])
+def test_a_rank_outside_the_matrices_is_refused(r):
+    with pytest.raises(ValueError, match=r"needs 1 <= r <= 16; try r=8"):
+        apply_lora(model(), r=r)
 
 
 def test_a_target_that_matches_nothing_names_the_choices():

@@ -10,8 +10,8 @@ import threading
 import pytest
 import torch
 
-from buildllm import checkpoint, data, pretrained, recipes
-from buildllm.train import TrainConfig
+from buildllm import checkpoint, data, pretrained
+from buildllm.config import RECIPES, TrainConfig
 from shared import TEXT, tiny
 
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -21,7 +21,7 @@ RECIPE = {**tiny(max_steps=3).to_dict(), "eval_interval": 100}
 @pytest.fixture
 def trainings(monkeypatch) -> list[TrainConfig]:
     """The recipe "tiny" on a short text; the list fills with each training that runs."""
-    monkeypatch.setitem(recipes.RECIPES, "tiny", RECIPE)
+    monkeypatch.setitem(RECIPES, "tiny", TrainConfig.from_dict(RECIPE))
     monkeypatch.setattr(data, "load_text", lambda: TEXT)
     real_train, runs = pretrained.train, []
 

@@ -268,30 +268,21 @@ def test_greedy_agreement_of_a_model_with_itself_is_complete():
 # --- errors --------------------------------------------------------------------------------------
 
 
-def test_bad_inputs_name_the_problem_and_the_fix():
-    with pytest.raises(ValueError, match=r"must be a matrix .* got shape \(2, 3, 4\)"):
-        quantize_int8(torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match=r"got shape \(5,\)"):
-        quantize_int8(torch.randn(5))
-    with pytest.raises(TypeError, match=r"must hold floats, got torch.int64.*pass the float"):
-        quantize_int8(torch.ones(2, 3, dtype=torch.long))
-    with pytest.raises(TypeError, match="must be a torch.Tensor, got list"):
-        quantize_int8([[1.0]])
-    with pytest.raises(TypeError, match="q must be int8 codes, got torch.float32.*quantize_int8"):
+def test_bad_inputs():
+    """The teaching functions assert what they need; a whole model, the public entry, is
+    refused with a message that says what to do."""
+    for bad in (torch.randn(2, 3, 4), torch.randn(5), torch.ones(2, 3, dtype=torch.long)):
+        with pytest.raises(AssertionError, match="a float matrix"):
+            quantize_int8(bad)
+    with pytest.raises(AssertionError, match="int8 codes, one scale a row"):
         dequantize_int8(torch.ones(2, 3), torch.ones(2))
-    with pytest.raises(ValueError, match=r"scale must be floats of shape \(2,\)"):
+    with pytest.raises(AssertionError, match="int8 codes, one scale a row"):
         dequantize_int8(torch.ones(2, 3, dtype=torch.int8), torch.ones(3))
     layer = Int8Linear.from_linear(nn.Linear(8, 4))
-    with pytest.raises(TypeError, match=r"float32 CPU tensors, got torch.float64.*x.float\(\)"):
+    with pytest.raises(AssertionError, match="float32 CPU inputs only"):
         layer(torch.randn(2, 8, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"shaped \(\.\.\., 8\), got \(2, 7\)"):
-        layer(torch.randn(2, 7))
-    with pytest.raises(TypeError, match="expected a torch.nn.Linear, got Conv1d"):
-        Int8Linear.from_linear(nn.Conv1d(2, 2, 1))
-    with pytest.raises(TypeError, match="takes a buildllm GPT, got Linear.*Int8Linear.from_linear"):
-        quantize_model(nn.Linear(8, 4))
     model = tiny_model()
     with pytest.raises(ValueError, match=r"float32, but the model is torch.float64.*\.float\(\)"):
         quantize_model(model.double())
-    with pytest.raises(ValueError, match="already quantized"):
-        quantize_model(quantize_model(model.float()))
+    twice = quantize_model(quantize_model(model.float()))  # nothing left to quantize
+    assert not any(isinstance(m, nn.Linear) for m in twice.modules())

@@ -1,5 +1,6 @@
-"""buildllm.recipes: the book's training recipes, by name. Each is a valid training
-configuration that builds its model, and reads back the same from a JSON file of its own."""
+"""The book's training recipes (buildllm.config.RECIPES): each is a valid training
+configuration whose model builds, reads back the same from a JSON file of its own, and keeps
+the cache key of the model the book trained (buildllm.pretrained.recipe_hash)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import json
 
 import pytest
 
-from buildllm.config import preset
-from buildllm.recipes import RECIPES
-from buildllm.train import TrainConfig
+from buildllm.config import RECIPES, TrainConfig, preset
+from buildllm.model import GPT
+from buildllm.pretrained import recipe_hash
+
+# The keys under which the book's models are cached: a change to them would train them again.
+HASHES = {"book": "f6feee78d3861338", "modern": "08179bcc106ba84a",
+          "nanogpt_cpu": "c22f025409638e3d"}
 
 
 def test_the_books_recipes_are_there():
@@ -19,19 +24,36 @@ def test_the_books_recipes_are_there():
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_recipe_by_name_equals_the_same_recipe_as_a_json_file(name, tmp_path):
     config = TrainConfig.from_json(name)
-    assert config == TrainConfig.from_dict(RECIPES[name])
+    assert config == RECIPES[name] and config is not RECIPES[name]  # a copy of its own
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(RECIPES[name], indent=1))
+    path.write_text(json.dumps(RECIPES[name].to_dict(), indent=1))
     assert TrainConfig.from_json(path) == config
-    model = config.model_config(vocab_size=1024 if config.tokenizer == "bpe" else 65)
-    assert model.block_size >= 64 and model.n_layer >= 2  # a model that builds
+    model = config.model
+    assert model.block_size >= 64 and model.n_layer >= 2 and GPT(model)  # a model that builds
 
 
-def test_the_book_recipe_is_the_book_preset_without_biases():
-    book = TrainConfig.from_json("book")
-    assert book.model_config(1024) == preset("book", bias=False)
-    assert (book.tokenizer, book.vocab_size) == ("bpe", 1024)
-    modern = TrainConfig.from_json("modern").model_config(1024)
-    assert modern == preset("llama", n_layer=2, block_size=64)
-    nanogpt = TrainConfig.from_json("nanogpt_cpu")
-    assert nanogpt.tokenizer == "char" and nanogpt.model_config(65).block_size == 64
+@pytest.mark.parametrize("name", sorted(HASHES))
+def test_the_cache_keys_of_the_books_models_stay(name):
+    assert recipe_hash(RECIPES[name]) == HASHES[name]
+    assert recipe_hash(TrainConfig.from_json(name)) == HASHES[name]
+
+
+def test_one_book_the_recipe_trains_the_book_preset():
+    book = RECIPES["book"]
+    assert book.model == preset("book") and not book.model.bias
+    assert (book.tokenizer, book.model.vocab_size) == ("bpe", 1024)
+    assert RECIPES["modern"].model == preset("llama", n_layer=2, block_size=64)
+    nanogpt = RECIPES["nanogpt_cpu"]
+    assert nanogpt.tokenizer == "char" and nanogpt.model.block_size == 64
+
+
+def test_recipes_as_first_written_read_the_same():
+    """Recipe files of the first form (the model as a preset and its changes, the size of the
+    BPE vocabulary beside it) read as the typed recipes."""
+    first = {"model": {"preset": "book", "bias": False}, "tokenizer": "bpe", "vocab_size": 1024,
+             "batch_size": 8, "max_steps": 1200, "lr": 3e-3, "min_lr": 3e-4,
+             "warmup_steps": 50, "eval_interval": 200}
+    assert TrainConfig.from_dict(first) == RECIPES["book"]
+    modern = {**RECIPES["modern"].to_dict(), "vocab_size": 1024,
+              "model": {"preset": "llama", "n_layer": 2, "block_size": 64}}
+    assert TrainConfig.from_dict(modern) == RECIPES["modern"]

@@ -1,11 +1,14 @@
-"""buildllm.train: the configuration and its checks, the run's data (tokenizer, splits, windows),
-the loss per character, the optimizer and schedule, one step (clipping, a non-finite loss), the
-log, the processes, and whole runs: the loss falls, bfloat16 trains like float32, a resumed run
-continues exactly, a time budget stops the run, 2 processes == 1 process."""
+"""buildllm.train and the run's pieces (buildllm.config's TrainConfig, buildllm.data's
+prepare_data, buildllm.run): the configuration and its checks, the run's data (tokenizer,
+splits, windows), the loss per character, the optimizer and schedule, one step (clipping, a
+non-finite loss), the log, the processes, and whole runs: the loss falls, bfloat16 trains like
+float32, a resumed run continues exactly, a time budget stops the run, 2 processes == 1
+process."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import socket
@@ -18,6 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 from buildllm import checkpoint, data, train
+from buildllm import run as run_
 from buildllm.config import GPTConfig
 from buildllm.model import GPT
 from buildllm.tokenizer import BPETokenizer, CharTokenizer, train_bpe
@@ -41,8 +45,7 @@ def test_config_errors_name_the_value(tmp_path):
         train.TrainConfig.from_dict([])
     with pytest.raises(ValueError, match="neither a recipe"):
         train.TrainConfig.from_json(tmp_path / "missing.json")
-    for field in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval",
-                  "vocab_size"):
+    for field in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval"):
         for value in (0, -1, 2.5, True):
             with pytest.raises(ValueError, match=f"{field} must be a positive integer"):
                 tiny(**{field: value})
@@ -51,7 +54,7 @@ def test_config_errors_name_the_value(tmp_path):
             tiny(seed=value)
     assert tiny(seed=0).seed == 0
     for value in (0, -1, float("inf"), "60"):
-        with pytest.raises(ValueError, match="max_seconds must be positive"):
+        with pytest.raises(ValueError, match="max_seconds must be a positive number"):
             tiny(max_seconds=value)
     for lrs in (dict(lr=1e-3, min_lr=1e-2), dict(min_lr=-1.0), dict(lr=float("nan"))):
         with pytest.raises(ValueError, match="need 0 <= min_lr <= lr"):
@@ -73,14 +76,14 @@ def test_json_files_and_their_errors(tmp_path):
         train.TrainConfig.from_json(path)
 
 
-def test_model_config_takes_the_tokenizers_vocabulary():
-    cfg = tiny().model_config(vocab_size=65)
-    assert cfg == GPTConfig(vocab_size=65, **TINY["model"])
-    book = tiny(model={"preset": "book", "n_layer": 2}).model_config(300)
-    assert (book.vocab_size, book.n_layer, book.n_embd) == (300, 2, 128)  # the preset, changed
+def test_the_model_is_a_gpt_config_and_the_run_takes_the_tokenizers_vocabulary():
+    assert tiny().model == GPTConfig(vocab_size=1024, **TINY["model"])  # 1024: BPE's default
+    book = tiny(model={"preset": "book", "n_layer": 2}).model
+    assert (book.vocab_size, book.n_layer, book.n_embd) == (1024, 2, 128)  # the preset, changed
     assert train.TrainConfig.from_dict(tiny().to_dict()) == tiny()
+    assert train.start_run(tiny(), 65, CPU).model.config.vocab_size == 65
     with pytest.raises(ValueError, match="unknown GPTConfig field"):
-        tiny(model={"layers": 2}).model_config(65)
+        tiny(model={"layers": 2})
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -89,17 +92,17 @@ def test_model_config_takes_the_tokenizers_vocabulary():
 def test_make_tokenizer_caches_bpe_and_rebuilds_a_damaged_cache(private_cache):
     """A truncated tokenizer file in the cache is made again, not reported as the user's
     mistake."""
-    assert train.make_tokenizer(tiny(), TEXT).chars == CharTokenizer(TEXT).chars
+    assert data.make_tokenizer(tiny(), TEXT).chars == CharTokenizer(TEXT).chars
     config = tiny(tokenizer="bpe", vocab_size=280)
-    tok = train.make_tokenizer(config, TEXT)
+    tok = data.make_tokenizer(config, TEXT)
     assert isinstance(tok, BPETokenizer) and tok.merges == train_bpe(TEXT, 280).merges
     [cached] = (private_cache / "tokenizers").iterdir()
     lie = {**tok.to_dict(), "merges": [], "special_tokens": {"<|endoftext|>": 256}}
     cached.write_text(json.dumps(lie))  # a cache that lies ...
-    assert train.make_tokenizer(config, TEXT).merges == []  # ... is read: it is the cache
+    assert data.make_tokenizer(config, TEXT).merges == []  # ... is read: it is the cache
     cached.write_text(cached.read_text()[:100])  # a damaged one is learned again
-    assert train.make_tokenizer(config, TEXT).merges == tok.merges
-    assert train.make_tokenizer(config, TEXT[:-1]).merges != []  # another text, another entry
+    assert data.make_tokenizer(config, TEXT).merges == tok.merges
+    assert data.make_tokenizer(config, TEXT[:-1]).merges != []  # another text, another entry
     assert len(list((private_cache / "tokenizers").iterdir())) == 2
 
 
@@ -109,7 +112,7 @@ def test_prepare_data(kind):
     whole text. The splits are cut as text, so every tokenizer is measured on the same text."""
     text = TEXT + "Ça va?"  # 'Ç' and '?' only in the last 10%
     config = tiny(tokenizer=kind, vocab_size=300)
-    d = train.prepare_data(config, text)
+    d = data.prepare_data(config, text)
     train_text, val_text = data.train_val_split(text)
     if kind == "char":
         assert d.tokenizer.chars == sorted(set(text))
@@ -124,7 +127,7 @@ def test_prepare_data(kind):
 
 def test_prepare_data_reads_the_corpus_by_default(monkeypatch):
     monkeypatch.setattr(data, "load_text", lambda: TEXT)
-    assert train.prepare_data(tiny()).tokenizer.chars == CharTokenizer(TEXT).chars
+    assert data.prepare_data(tiny()).tokenizer.chars == CharTokenizer(TEXT).chars
 
 
 # -- the loss per character --------------------------------------------------------------------
@@ -177,7 +180,7 @@ def test_evaluate_does_not_depend_on_its_batch_size_and_keeps_the_mode():
 
 def test_weight_decay_only_on_matrices():
     config = tiny()
-    model = GPT(config.model_config(10))
+    model = GPT(dataclasses.replace(config.model, vocab_size=10))
     optimizer = train.make_optimizer(model, config)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == config.weight_decay and no_decay["weight_decay"] == 0
@@ -278,19 +281,19 @@ def test_a_diverging_run_is_caught():
 
 def test_run_log(tmp_path):
     path = tmp_path / "out" / "log.jsonl"
-    log = train.RunLog(path)
+    log = run_.RunLog(path)
     log.start(None)  # a new run: a new (empty) log in a new folder
     assert path.read_text() == ""
     for step in (1, 2, 3):
         log.add({"step": step, "loss": 1.0 / step})
     assert [json.loads(line) for line in path.open()] == log.records
-    resumed = train.RunLog(path)
+    resumed = run_.RunLog(path)
     resumed.start(2)  # resuming from step 2: the records after it are dropped, here too
     assert [r["step"] for r in resumed.records] == [1, 2]
     assert [json.loads(line)["step"] for line in path.open()] == [1, 2]
-    train.RunLog(path).start(None)
+    run_.RunLog(path).start(None)
     assert path.read_text() == ""
-    memory = train.RunLog(None)  # no folder: records in memory only
+    memory = run_.RunLog(None)  # no folder: records in memory only
     memory.start(None)
     memory.add({"step": 1})
     assert memory.records == [{"step": 1}] and list(tmp_path.iterdir()) == [path.parent]
@@ -300,7 +303,7 @@ def test_a_torn_last_log_line_does_not_stop_a_resume(tmp_path):
     """A run killed in the middle of a write leaves half a line: resuming skips it."""
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
-    log = train.RunLog(path)
+    log = run_.RunLog(path)
     log.start(2)
     assert [r["step"] for r in log.records] == [1, 2]
     assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
@@ -309,7 +312,7 @@ def test_a_torn_last_log_line_does_not_stop_a_resume(tmp_path):
 # -- processes and progress --------------------------------------------------------------------
 
 def test_one_process():
-    procs = train.Processes.start(tiny())
+    procs = run_.Processes.start(tiny())
     assert (procs.rank, procs.world, procs.device) == (0, 1, CPU)
     x, y = torch.arange(8).view(4, 2), torch.arange(8).view(4, 2) + 1
     sx, sy = procs.share(x, y)
@@ -319,7 +322,7 @@ def test_one_process():
 
 def test_each_process_takes_its_part_of_the_batch():
     x, y = torch.arange(8).view(4, 2), torch.arange(8).view(4, 2) + 1
-    parts = [train.Processes(rank, 2, CPU).share(x, y) for rank in (0, 1)]
+    parts = [run_.Processes(rank, 2, CPU).share(x, y) for rank in (0, 1)]
     assert torch.equal(torch.cat([p[0] for p in parts]), x)
     assert torch.equal(parts[1][1], y[2:])
 
@@ -337,20 +340,20 @@ def test_a_device_this_machine_lacks_is_refused_before_any_data_is_read(monkeypa
 
 
 def test_progress_counts_steps_or_seconds_whichever_is_further():
-    procs = train.Processes(0, 1, CPU)
+    procs = run_.Processes(0, 1, CPU)
     run = train.start_run(tiny(), 20, CPU)
     run.step, run.seconds = 5, 30.0
-    assert train.run_progress(run, tiny(max_steps=20), procs) == 0.25
-    assert train.run_progress(run, tiny(max_steps=20, max_seconds=60), procs) == 0.5
-    assert train.run_progress(run, tiny(max_steps=10, max_seconds=600), procs) == 0.5
+    assert run_.run_progress(run, tiny(max_steps=20), procs) == 0.25
+    assert run_.run_progress(run, tiny(max_steps=20, max_seconds=60), procs) == 0.5
+    assert run_.run_progress(run, tiny(max_steps=10, max_seconds=600), procs) == 0.5
 
 
 def test_progress_bar(capsys):
-    quiet = train.ProgressBar(False)
+    quiet = run_.ProgressBar(False)
     quiet.update(0.5, 10, torch.tensor(1.0))
     quiet.close()
     assert capsys.readouterr() == ("", "")
-    bar = train.ProgressBar(True)
+    bar = run_.ProgressBar(True)
     bar.update(0.42, 10, torch.tensor(1.25))
     bar.close()
     err = capsys.readouterr().err
@@ -358,8 +361,8 @@ def test_progress_bar(capsys):
 
 
 def test_autocast():
-    assert train.make_autocast(tiny(), CPU) is contextlib.nullcontext
-    with train.make_autocast(tiny(dtype="bfloat16"), CPU)():
+    assert run_.make_autocast(tiny(), CPU) is contextlib.nullcontext
+    with run_.make_autocast(tiny(dtype="bfloat16"), CPU)():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
@@ -457,7 +460,8 @@ def test_resume_continues_exactly(tmp_path, device):
     assert losses(on_disk) == losses(whole.log)  # the file too: no step twice
     assert resumed.final["loss"] == whole.final["loss"]
     with pytest.raises(ValueError, match="another configuration .*max_steps: 24 -> 30"):
-        train.train(tiny(max_steps=30, eval_interval=8, device=device, model=config.model),
+        train.train(tiny(max_steps=30, eval_interval=8, device=device,
+                         model=config.model.to_dict()),
                     tmp_path / "part", resume=True, text=TEXT)
 
 

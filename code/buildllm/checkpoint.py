@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -43,9 +43,11 @@ from safetensors.torch import save_model as _save_weights
 from buildllm.config import GPTConfig
 from buildllm.files import (
     check_output_folder,
+    check_sha256,
     check_types,
     json_text,
     read_file,
+    read_versioned_json,
     sha256_of,
     write_atomically,
 )
@@ -236,24 +238,14 @@ def read_config(path: str | os.PathLike) -> dict:
     """The checked contents of a checkpoint's config.json: every field of the right type, and
     the files whose sha256 it records present and unchanged."""
     folder = find_checkpoint(path)
-    doc = read_checked(folder / CONFIG, lambda p: json.loads(p.read_text(encoding="utf-8")))
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
-        raise CheckpointError(f"{folder / CONFIG} is not a {FORMAT} config (its 'format' is "
-                              f"{found!r}); pass a folder written by save_checkpoint")
-    if doc.get("version") != FORMAT_VERSION or type(doc.get("version")) is not int:
-        raise CheckpointError(f"{folder / CONFIG} has checkpoint version "
-                              f"{json_text(doc.get('version'))}; this buildllm reads version "
-                              f"{FORMAT_VERSION}")
+    doc = read_versioned_json(folder / CONFIG, FORMAT, FORMAT_VERSION,
+                              "pass a folder written by save_checkpoint", CheckpointError)
     try:
         check_fields(doc)
     except ValueError as e:
         raise CheckpointError(f"{folder / CONFIG}: {e}; {DAMAGED}") from None
     for name, expected in doc.get("sha256", {}).items():
-        if read_checked(folder / name, sha256_of) != expected:
-            raise CheckpointError(
-                f"{folder / name} does not match the sha256 recorded in {CONFIG}: the file is "
-                f"damaged or comes from another checkpoint; train again or restore it from a copy")
+        check_sha256(folder / name, expected, CONFIG, DAMAGED, CheckpointError)
     return doc
 
 
@@ -278,13 +270,21 @@ def read_tokenizer(folder: Path, doc: dict, config: GPTConfig) -> Tokenizer:
     return tokenizer
 
 
-def weights_dtype(path: Path) -> torch.dtype:
-    """The floating-point dtype of the weights in a safetensors file, read from its header: the
-    one they all share, or the smallest that holds each of them exactly (float32 if none)."""
-    with safe_open(str(path), framework="pt") as f:
-        found = {DTYPES.get(f.get_slice(name).get_dtype()) for name in f.keys()} - {None}
+def common_dtype(dtypes: Iterable[torch.dtype]) -> torch.dtype:
+    """The floating-point dtype that holds every floating-point dtype of ``dtypes`` exactly:
+    the one they share (float64 stays float64, bfloat16 stays bfloat16), else the smallest wider
+    one; float32 when there is none."""
+    found = {d for d in dtypes if d.is_floating_point}
     return functools.reduce(torch.promote_types, sorted(found, key=str)) if found \
         else torch.float32
+
+
+def weights_dtype(path: Path) -> torch.dtype:
+    """The dtype of the weights in a safetensors file, read from its header
+    (:func:`common_dtype` of theirs)."""
+    with safe_open(str(path), framework="pt") as f:
+        return common_dtype(DTYPES[f.get_slice(name).get_dtype()] for name in f.keys()
+                            if f.get_slice(name).get_dtype() in DTYPES)
 
 
 def read_weights(path: Path, config: GPTConfig) -> GPT:
@@ -328,7 +328,8 @@ def check_run_folder(out_dir: str | os.PathLike | None, resume: bool = False) ->
     """A training run's output folder, checked before any work: a folder that can be written
     (:func:`~buildllm.files.check_output_folder`), with no file where its ``checkpoint/``
     goes, and, to ``resume``, a readable checkpoint in it that holds a training state (the
-    step, the seconds, the configuration, the optimizer's file). ``None`` stays ``None``."""
+    step, the seconds, the configuration, the optimizer's file). ``None`` stays ``None``; to
+    resume, an output folder is needed (the only place this is checked)."""
     if out_dir is None:
         if resume:
             raise ValueError("resume=True needs the out_dir of the run to resume")

@@ -28,15 +28,16 @@ import torch.distributed as dist
 
 from buildllm import data
 from buildllm.checkpoint import load_model
+from buildllm.config import RECIPES
+from buildllm.config import check_sampling as check_settings
 from buildllm.device import resolve_device
 from buildllm.evaluate import Settings, format_cards, report_card
 from buildllm.files import check_output_file, check_output_folder, read_text, write_atomically
 from buildllm.finetune import METHODS, check_finetune_settings, finetune_classifier, genre_task
-from buildllm.generate import check_settings, stream_text
+from buildllm.generate import stream_text
 from buildllm.lora import save_adapters
 from buildllm.pretrained import pretrained_dir
 from buildllm.quantize import quantize_model
-from buildllm.recipes import RECIPES
 from buildllm.tokenizer import load_tokenizer, train_bpe
 from buildllm.train import NonFiniteLossError, TrainConfig, train
 

@@ -1,23 +1,72 @@
-"""The model's configuration: every size and switch of a GPT, checked once, here.
+"""Configurations: of the model (:class:`GPTConfig`), of a training run (:class:`TrainConfig`),
+and the book's named ones (:data:`PRESETS`, :data:`RECIPES`). Each is checked once, here, when
+it is made; the layers and the training loop take a checked configuration and check nothing.
 
-Explained in the chapter "The GPT model"; the options that are off by default (rotary
-positions, RMSNorm, SwiGLU, grouped-query attention, QK-norm, an untied head, no biases) in
-"From GPT-2 to today's LLMs". Every other module may import this one, and it imports none of
-them: the layers take a checked :class:`GPTConfig` and need not check their sizes again.
+Explained in the chapters "The GPT model" (GPTConfig, presets), "Training on a CPU"
+(TrainConfig, recipes) and "From GPT-2 to today's LLMs" (the options that are off by default,
+the `llama` preset, the `modern` recipe); the settings of sampling are checked here too
+(:func:`check_sampling`, chapter "Generating text"). ``buildllm train --config book`` trains a
+recipe by name; a JSON file with the fields of :class:`TrainConfig` is a recipe of your own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from dataclasses import dataclass
+import os
+import typing
+from dataclasses import dataclass, field
+
+from buildllm.files import check_types, is_number, read_text
 
 CHOICES = {
     "pos_encoding": ("learned", "sinusoidal", "rope"),
     "norm": ("layernorm", "rmsnorm"),
     "mlp": ("gelu", "relu", "swiglu", "relu2"),
+    "tokenizer": ("char", "bpe"),
+    "schedule": ("cosine", "wsd"),
+    "optimizer": ("adamw", "muon"),
+    "dtype": ("float32", "bfloat16"),
 }
-POSITIVE = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+
+
+def check_choices(config: object) -> None:
+    """Raise ``ValueError`` naming the first field of ``config`` outside its :data:`CHOICES`."""
+    for name, allowed in CHOICES.items():
+        if getattr(config, name, allowed[0]) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
+
+
+def check_positive(config: object, names: tuple[str, ...], kind: type = int) -> None:
+    """Raise ``ValueError`` naming the first of ``names`` that is not a positive number."""
+    for name in names:
+        value = getattr(config, name)
+        if not (is_number(value, kind) and value > 0):
+            what = "integer" if kind is int else "number"
+            raise ValueError(f"{name} must be a positive {what}, got {value!r}")
+
+
+def check_sampling(temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None) -> None:
+    """Raise ``ValueError`` unless the settings of sampling (chapter "Generating text") make
+    sense: where they come in, :func:`buildllm.generate.stream` and the command line."""
+    if not (is_number(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got "
+                         f"{temperature!r}")
+    if top_k is not None and not (is_number(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer or None (no limit), got {top_k!r}")
+    if top_p is not None and not (is_number(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None (no limit), got {top_p!r}")
+
+
+def from_fields(cls: type, d: dict, item: str) -> object:
+    """``cls(**d)`` for a dict read from JSON; unknown keys (each an ``item``) are an error
+    lists the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := set(d) - known:
+        raise ValueError(f"unknown {item}(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
 
 
 @dataclass
@@ -31,42 +80,31 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in linear layers and LayerNorms
-    # Chapter "From GPT-2 to today's LLMs": each off by default, so GPT-2 stays GPT-2.
-    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope"
-    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
-    mlp: str = "gelu"  # "gelu" | "relu" | "swiglu" | "relu2" (relu(x) squared)
-    mlp_hidden: int | None = None  # default 4 * n_embd (2/3 of that, rounded, for SwiGLU)
+    pos_encoding: str = "learned"  # a learned table, or "sinusoidal" (fixed waves)
+    mlp: str = "gelu"  # the feed-forward network's nonlinearity: "gelu" or "relu"
+    mlp_hidden: int | None = None  # the feed-forward network's width: None is 4 * n_embd
+    tie_weights: bool = True  # the output head shares the token embedding matrix
+    norm_eps: float = 1e-5
+    # From GPT-2 to today's LLMs: each off by default, so that GPT-2 stays GPT-2.
+    norm: str = "layernorm"  # or "rmsnorm"; mlp may be "swiglu" or "relu2" (relu squared)
     n_kv_head: int | None = None  # None: one key/value head per query head
     qk_norm: bool = False
-    tie_weights: bool = True  # the output head shares the token embedding matrix
-    rope_base: float = 10000.0
-    norm_eps: float = 1e-5
+    rope_base: float = 10000.0  # with pos_encoding="rope"
     logit_softcap: float | None = None  # logits = cap * tanh(logits / cap), as in Gemma 2
     value_embed: bool = False  # each block adds a token embedding of its own to the values
 
     def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in POSITIVE:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+        check_choices(self)
+        check_positive(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
+        if not (is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        cap = self.logit_softcap
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))
-                                or not 0 < cap < math.inf):
-            raise ValueError(f"logit_softcap must be a positive number (or None), got {cap!r}")
-        self._check_heads()
-
-    def _check_heads(self) -> None:
-        """Heads split the width evenly; query heads split evenly among key/value heads."""
+        if self.logit_softcap is not None:
+            check_positive(self, ("logit_softcap",), float)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head "
                              f"({self.n_head}): each head gets n_embd / n_head dimensions")
-        kv = self.n_kv_head if self.n_kv_head is not None else self.n_head
-        if isinstance(kv, bool) or not isinstance(kv, int) or kv <= 0 or self.n_head % kv:
+        kv = self.kv_heads if self.n_kv_head is not None else self.n_head
+        if not (is_number(kv, int) and kv > 0 and self.n_head % kv == 0):
             raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({kv}): "
                              f"each key/value head serves the same number of query heads")
         paired = {"sinusoidal": ("n_embd", self.n_embd), "rope": ("head_dim", self.head_dim)}
@@ -83,7 +121,7 @@ class GPTConfig:
     @property
     def kv_heads(self) -> int:
         """How many key/value heads: ``n_kv_head``, or one per query head."""
-        return self.n_kv_head or self.n_head
+        return self.n_kv_head if self.n_kv_head is not None else self.n_head
 
     @property
     def hidden_dim(self) -> int:
@@ -95,37 +133,146 @@ class GPTConfig:
         return 4 * self.n_embd
 
     def to_dict(self) -> dict:
+        """The fields as a dict, as checkpoints write them."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
-        """A configuration from a dict such as :meth:`to_dict` writes; unknown keys are an
-        error that lists the known ones."""
+        """A configuration from a dict such as :meth:`to_dict` writes."""
         if not isinstance(d, dict):
             raise ValueError(f"a model configuration is a JSON object of fields, got "
                              f"{type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        if unknown := set(d) - known:
-            raise ValueError(f"unknown GPTConfig field(s) {sorted(unknown)}; "
-                             f"known: {sorted(known)}")
-        return cls(**d)
-
-
-PRESETS: dict[str, dict] = {
-    # GPT-2 small: 124,439,808 parameters with the tied head.
-    "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
-    # The book's model: trains on two CPU cores in minutes.
-    "book": dict(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128),
-    # The book's model with Llama's parts (chapter "From GPT-2 to today's LLMs"): rotary
-    # positions, RMSNorm, SwiGLU, two query heads per key/value head, untied head, no biases.
-    "llama": dict(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128,
-                  pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2,
-                  tie_weights=False, bias=False),
-}
+        return from_fields(cls, d, "GPTConfig field")
 
 
 def preset(name: str, **overrides) -> GPTConfig:
     """A named configuration (see :data:`PRESETS`), with fields overridden by keyword."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return GPTConfig(**{**PRESETS[name], **overrides})
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2": GPTConfig(),  # GPT-2 small: 124,439,808 parameters with the tied head
+    # The book's model: trains on two CPU cores in minutes. No biases, as in nanoGPT's recipe.
+    "book": GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128,
+                      bias=False),
+}
+# The book's model with Llama's parts (chapter "From GPT-2 to today's LLMs"): rotary positions,
+# RMSNorm, SwiGLU, two query heads per key/value head, an untied head.
+PRESETS["llama"] = preset("book", pos_encoding="rope", norm="rmsnorm", mlp="swiglu",
+                          n_kv_head=2, tie_weights=False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the corpus: :data:`RECIPES` holds the book's; a
+    JSON file with these fields is a recipe of your own."""
+
+    model: GPTConfig = field(default_factory=lambda: preset("book"))  # vocab_size: of BPE
+    tokenizer: str = "bpe"  # "char" (one id per character) or "bpe"
+    batch_size: int = 32  # sequences per step, summed over all processes
+    max_steps: int = 2000
+    max_seconds: float | None = None  # a time budget for the training steps
+    lr: float = 2e-3  # peak learning rate
+    min_lr: float = 2e-4  # where the learning rate ends
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    eval_interval: int = 250  # steps between evaluations (and checkpoints)
+    eval_windows: int = 64  # validation windows for the evaluations during training
+    log_interval: int = 10
+    seed: int = 1337
+    device: str = "cpu"
+    dtype: str = "float32"  # "bfloat16": autocast the forward pass (GPU)
+    # From GPT-2 to today's LLMs: another schedule, another optimizer.
+    schedule: str = "cosine"  # "cosine" to min_lr; "wsd": flat, then a straight line to min_lr
+    cooldown: float = 0.2  # with "wsd": the last fraction of the run, where the rate falls
+    optimizer: str = "adamw"  # or "muon": Muon for the hidden matrices, AdamW for the rest
+    muon_momentum: float = 0.95
+    muon_rms: float = 0.2  # a Muon step's root mean square per unit of lr (AdamW's is ~0.2)
+
+    def __post_init__(self):
+        check_choices(self)
+        check_positive(self, ("batch_size", "max_steps", "eval_interval", "eval_windows",
+                              "log_interval"))
+        if not (is_number(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.max_seconds is not None:
+            check_positive(self, ("max_seconds",), float)
+        check_types(vars(self), TrainConfig)  # every field of its annotated type (JSON gives any)
+        if not (is_number(self.min_lr) and is_number(self.lr) and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr!r}, lr={self.lr!r}")
+        if not (is_number(self.cooldown) and 0 < self.cooldown <= 1):
+            raise ValueError(f"cooldown must be a fraction of the run in (0, 1], got "
+                             f"{self.cooldown!r}")
+        for name in ("beta1", "beta2", "muon_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        check_positive(self, ("muon_rms",), float)
+
+    def to_dict(self) -> dict:
+        """The fields as a dict (the model's too), as a JSON recipe and a checkpoint write it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """A configuration from a dict such as :meth:`to_dict` writes. The model may also be
+        written as a preset and its changes (``{"preset": "llama", "n_layer": 2}``), and, as
+        the first recipes were, with the size of the BPE vocabulary beside it (``vocab_size``)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config is a JSON object, got {type(d).__name__}")
+        fields = dict(d)
+        model = fields.pop("model", {"preset": "book"})
+        if not isinstance(model, dict):
+            raise ValueError(f"model must be an object of GPTConfig fields (and an optional "
+                             f"'preset'), got {model!r}")
+        check_types(model, {"preset": str | None, **typing.get_type_hints(GPTConfig)}, "model.")
+        check_types(fields, {"vocab_size": int})
+        model = {"vocab_size": fields.pop("vocab_size", 1024), **model}
+        name = model.pop("preset", None)
+        made = preset(name, **model) if name else GPTConfig.from_dict(model)
+        return from_fields(cls, {**fields, "model": made}, "training option")
+
+    @classmethod
+    def from_json(cls, name_or_path: str | os.PathLike) -> TrainConfig:
+        """A recipe by name (``"book"``, see :data:`RECIPES`) or a JSON file's path."""
+        if str(name_or_path) in RECIPES:
+            return cls.from_dict(RECIPES[str(name_or_path)].to_dict())  # a copy of its own
+        fix = "pass a recipe's name, or a UTF-8 JSON object of training options (see RECIPES)"
+        if not os.path.exists(name_or_path):
+            raise ValueError(f"--config {str(name_or_path)!r} is neither a recipe "
+                             f"({', '.join(RECIPES)}) nor a JSON file")
+        text = read_text(name_or_path, fix)  # a folder, or not UTF-8: a ValueError naming it
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name_or_path} is not a JSON file of training options ({e.msg} "
+                             f"at line {e.lineno}, column {e.colno}); {fix}") from None
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{name_or_path}: {e}") from None
+
+
+RECIPES: dict[str, TrainConfig] = {
+    # The book's model: BPE with 1024 tokens, 4 layers, 128 wide, 128-token context, many
+    # small steps. A minute or two on two CPU cores.
+    "book": TrainConfig(model=preset("book"), tokenizer="bpe", batch_size=8, max_steps=1200,
+                        lr=3e-3, min_lr=3e-4, warmup_steps=50, eval_interval=200),
+    # nanoGPT's CPU recipe for Shakespeare (its README): one id per character (65), 4 layers,
+    # 4 heads, 128 wide, a 64-character context, 12 sequences a step, 2000 steps, no dropout.
+    "nanogpt_cpu": TrainConfig(
+        model=GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128,
+                        bias=False), tokenizer="char", batch_size=12, max_steps=2000, lr=1e-3,
+        min_lr=1e-4, warmup_steps=100, eval_interval=250),
+}
+# The book's best CPU recipe (chapter "From GPT-2 to today's LLMs"): the `llama` preset cut to
+# two blocks and a 64-token context, on the same BPE tokenizer, many small steps at a high
+# learning rate, held for the first half of the run, then brought down to 0 in a straight line
+# (WSD). Tuned on two cores for the time that nanogpt_cpu's 2000 steps take there
+# (`make bench BENCH=recipe`; the ablation behind it: `make bench BENCH=ablation`).
+RECIPES["modern"] = TrainConfig(
+    model=preset("llama", n_layer=2, block_size=64), tokenizer="bpe", batch_size=16,
+    max_steps=2000, lr=3e-3, min_lr=0.0, warmup_steps=50, schedule="wsd", cooldown=0.5,
+    eval_interval=500)

@@ -24,16 +24,15 @@ raises a ``ValueError`` that names the option.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from buildllm.checkpoint import common_dtype
 from buildllm.config import GPTConfig
 from buildllm.files import check_output_folder, check_types, read_file, read_json, write_atomically
 from buildllm.model import GPT
@@ -184,21 +183,12 @@ def load_hf_state_dict(model: GPT, tensors: dict[str, torch.Tensor], source: str
     return model
 
 
-def common_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype:
-    """The floating-point dtype that holds every floating tensor of ``tensors`` exactly: the one
-    they share (float64 stays float64, bfloat16 stays bfloat16), else the smallest wider one;
-    float32 when there is none."""
-    found = {t.dtype for t in tensors if t.is_floating_point()}
-    return functools.reduce(torch.promote_types, sorted(found, key=str)) if found \
-        else torch.float32
-
-
 def to_hf(model: GPT) -> GPT2LMHeadModel:
     """A ``transformers.GPT2LMHeadModel`` with our model's weights, copied exactly in their own
     dtype (the model is made in that dtype before the weights are copied in, not cast after)."""
     state = to_hf_state_dict(model)
     hf = GPT2LMHeadModel(GPT2Config(**to_hf_config(model.config)))
-    hf.to(common_dtype(state.values()))
+    hf.to(common_dtype(t.dtype for t in state.values()))
     if model.config.tie_weights:
         state["lm_head.weight"] = state[PREFIX + "wte.weight"]
     hf.load_state_dict(state, strict=True)
@@ -209,7 +199,8 @@ def from_hf(hf_model: GPT2LMHeadModel) -> GPT:
     """Our :class:`GPT` with the weights of a ``transformers.GPT2LMHeadModel``, copied exactly
     in their own dtype."""
     state = hf_model.state_dict()
-    model = GPT(from_hf_config(hf_model.config.to_dict())).to(common_dtype(state.values()))
+    model = GPT(from_hf_config(hf_model.config.to_dict())).to(
+        common_dtype(t.dtype for t in state.values()))
     load_hf_state_dict(model, state, "the Hugging Face model")
     return model.train(hf_model.training)
 
@@ -242,6 +233,6 @@ def load_hf(folder: str | os.PathLike) -> GPT:
         raise ValueError(f"{config_path}: {e}") from None
     tensors = read_file(weights_path, load_file, FOLDER_FIX)
     weights = [t for name, t in tensors.items() if not name.endswith(IGNORED)]
-    model = GPT(config).to(common_dtype(weights))
+    model = GPT(config).to(common_dtype(t.dtype for t in weights))
     load_hf_state_dict(model, tensors, str(weights_path))
     return model.eval()

@@ -10,22 +10,25 @@ Where the text comes from, in order:
 
 Whatever the source, the bytes must hash to :data:`SHA256`; a file that does not is never used.
 The chapter "Training on a CPU" adds the rest: the corpus as an array of token ids, cached
-on disk (:func:`encode_corpus`), random training windows (:func:`get_batch`) and fixed
-evaluation windows (:func:`eval_windows`).
+on disk (:func:`encode_corpus`), random training windows (:func:`get_batch`), fixed
+evaluation windows (:func:`eval_windows`), and all that a training run reads
+(:func:`prepare_data`: the run's tokenizer, cached too, the two splits as ids, the windows).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pooch
 import torch
 
+from buildllm.config import TrainConfig
 from buildllm.files import sha256_of, write_atomically
-from buildllm.tokenizer import Tokenizer
+from buildllm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -183,3 +186,59 @@ def eval_windows(data: torch.Tensor, block_size: int,
         starts = starts[torch.linspace(0, n - 1, max_windows).round().long()]
     windows = data[starts[:, None] + torch.arange(block_size + 1)].long()
     return windows[:, :-1], windows[:, 1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a training run reads (chapter "Training on a CPU")
+# ---------------------------------------------------------------------------------------------
+
+
+def make_tokenizer(config: TrainConfig, text: str) -> Tokenizer:
+    """The run's tokenizer, learned from ``text``: one id per character, or BPE with
+    ``config.model.vocab_size`` tokens, cached on disk, keyed by the text."""
+    if config.tokenizer == "char":
+        return CharTokenizer(text)
+    vocab_size = config.model.vocab_size
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = cache_dir() / "tokenizers" / f"bpe-{vocab_size}-{key}.json"
+    if path.is_file():
+        try:
+            return load_tokenizer(path)
+        except ValueError:  # a damaged cache file: learn it again below
+            path.unlink()
+    tok = train_bpe(text, vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(path)
+    return tok
+
+
+def load_splits(tokenizer: Tokenizer, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corpus as token ids, split 90/10 *as text*, so that every tokenizer is measured on
+    exactly the same validation characters. Returns (train ids, validation ids), each ``(N,)``."""
+    train_text, val_text = train_val_split(text)
+    return (torch.from_numpy(encode_corpus(tokenizer, train_text).astype("int32")),
+            torch.from_numpy(encode_corpus(tokenizer, val_text).astype("int32")))
+
+
+@dataclass
+class Data:
+    """What a run trains and is measured on."""
+
+    tokenizer: Tokenizer
+    train_ids: torch.Tensor  # (N,)
+    val_ids: torch.Tensor  # (M,)
+    counts: torch.Tensor  # (vocab_size,): characters each id covers
+    val_x: torch.Tensor  # (eval_windows, T): the fixed validation windows
+    val_y: torch.Tensor
+
+
+def prepare_data(config: TrainConfig, text: str | None = None) -> Data:
+    """The tokenizer (BPE learns from the training 90 % only; a character tokenizer takes its
+    alphabet from the whole text, as nanoGPT does), the two splits as ids, the eval windows."""
+    text = load_text() if text is None else text
+    train_text = train_val_split(text)[0]
+    tokenizer = make_tokenizer(config, text if config.tokenizer == "char" else train_text)
+    train_ids, val_ids = load_splits(tokenizer, text)
+    val_x, val_y = eval_windows(val_ids, config.model.block_size, config.eval_windows)
+    counts = torch.tensor(tokenizer.token_chars())
+    return Data(tokenizer, train_ids, val_ids, counts, val_x, val_y)

@@ -8,7 +8,10 @@ Three ways are here:
 
 - :func:`sinusoidal_encoding`, the fixed waves of "Attention Is All You Need";
 - a learned table of position vectors (GPT-2's; a ``torch.nn.Embedding`` in the model);
-- :class:`RotaryEmbedding` (RoPE), which rotates queries and keys instead of adding.
+- :class:`RotaryEmbedding` (RoPE), which rotates queries and keys instead of adding (the model
+  puts it inside attention: chapter "From GPT-2 to today's LLMs").
+
+:func:`make_positions` gives the model the table its configuration names.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from buildllm.config import GPTConfig
+
 
 def one_hot_embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The embedding lookup written as a matrix product: ``one_hot(ids) @ weight``.
@@ -27,8 +32,7 @@ def one_hot_embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     ``(B, T, C)``, equal to ``weight[ids]``. Slow (it multiplies by ``V - 1`` zeros per
     row); the book uses it only to show what ``nn.Embedding`` computes.
     """
-    if ids.is_floating_point():
-        raise TypeError(f"ids must be an integer tensor of token ids, got {ids.dtype}")
+    assert not ids.is_floating_point(), f"ids are token ids, integers, not {ids.dtype}"
     one_hot = F.one_hot(ids.long(), weight.size(0))  # (B, T, V): a single 1 per row
     return one_hot.to(weight.dtype) @ weight
 
@@ -38,8 +42,7 @@ def inverse_frequencies(d: int, base: float = 10000.0) -> torch.Tensor:
 
     Computed in float64 as ``exp(-(2i/d) * ln(base))``, accurate for every ``i``.
     """
-    if d % 2:
-        raise ValueError(f"the dimension must be even (sin/cos pairs), got {d}")
+    assert d % 2 == 0, f"the dimension must be even (sin/cos pairs), got {d}"
     two_i = torch.arange(0, d, 2, dtype=torch.float64)
     return torch.exp(-(two_i / d) * math.log(base))
 
@@ -124,3 +127,21 @@ class RotaryEmbedding(nn.Module):
         cos = self.cos[offset : offset + T].to(x.dtype)  # (T, head_dim/2)
         sin = self.sin[offset : offset + T].to(x.dtype)
         return rotate_pairs(x, cos, sin)
+
+
+class NoPositions(nn.Module):
+    """No position vectors to add (0), for a model whose positions enter inside attention
+    (rotary positions, chapter "From GPT-2 to today's LLMs")."""
+
+    def forward(self, positions: torch.Tensor) -> float:
+        return 0.0
+
+
+def make_positions(config: GPTConfig) -> nn.Module:
+    """The position vectors the configuration asks for, ``(T,)`` -> ``(T, n_embd)``: a learned
+    table (GPT-2's), the fixed sinusoidal one, or none (rotary positions act in attention)."""
+    if config.pos_encoding == "sinusoidal":
+        return SinusoidalPositionalEncoding(config.block_size, config.n_embd)
+    if config.pos_encoding == "rope":
+        return NoPositions()
+    return nn.Embedding(config.block_size, config.n_embd)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from buildllm import data, train, verse
 from buildllm import plays as plays_
 from buildllm.data import eval_windows
+from buildllm.files import is_number
 from buildllm.finetune import TEST_PLAYS, pad, wilson
 from buildllm.generate import generate, sample_next
 from buildllm.quantize import quantize_model
@@ -107,10 +108,10 @@ class Settings:
                 raise ValueError(f"Settings.{name} must be a positive integer"
                                  f"{' or None' if name in optional else ''}, got {value!r}; "
                                  f"the default is {default}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not (is_number(self.seed, int) and self.seed >= 0):
             raise ValueError(f"Settings.seed must be an integer >= 0, got {self.seed!r}")
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < math.inf:
+        if not (is_number(t) and t >= 0):
             raise ValueError(f"Settings.temperature must be a number >= 0 (0 is greedy), "
                              f"got {t!r}")
         if self.plays is not None and (isinstance(self.plays, str) or not all(
@@ -120,7 +121,7 @@ class Settings:
 
 
 def _positive_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x > 0
+    return is_number(x, int) and x > 0
 
 
 # Small enough for unit tests: one play, a little text, a few prompts and questions.

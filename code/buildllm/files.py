@@ -8,19 +8,23 @@ functions.
   the old file or the new one, never half of one, and a failed write removes the temporary file.
 - Reading (:func:`read_file`, :func:`read_text`, :func:`read_json`): a missing file, a folder
   where a file belongs, a file that is not UTF-8 or not valid JSON or not safetensors, each
-  becomes one error whose message names the file, says what is wrong and what to do.
+  becomes one error whose message names the file, says what is wrong and what to do. A config
+  that the library wrote is read with its format and version checked
+  (:func:`read_versioned_json`), and the files it records with their hashes
+  (:func:`check_sha256`).
 - Output paths (:func:`check_output_file`, :func:`check_output_folder`): refused *before* the
   work whose result they would receive (a file where a folder belongs, a folder under a file,
   a folder that cannot be written), so that no minutes of work end in an error.
-- Values read from JSON (:func:`check_types`): a JSON file may hold a string where a number
-  belongs, or ``null`` where an object does; each field is checked against the type that a
-  dataclass annotates for it.
+- Values read from JSON (:func:`check_types`, :func:`is_number`): a JSON file may hold a
+  string where a number belongs, or ``null`` where an object does; each field is checked
+  against the type that a dataclass annotates for it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -95,6 +99,30 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_versioned_json(path: str | os.PathLike, format: str, version: int, fix: str,
+                        error: Callable[[str], Exception] = ValueError) -> dict:
+    """A JSON object that this library wrote (a checkpoint's or an adapter folder's config):
+    its ``"format"`` must be ``format`` and its ``"version"`` ``version``. Anything else, or a
+    file that cannot be read, raises ``error`` naming the file, what is wrong, and ``fix``."""
+    doc = read_file(path, lambda p: json.loads(p.read_text(encoding="utf-8")), fix, error)
+    found = doc.get("format") if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+    if found != format:
+        raise error(f"{path} is not a {format} file (its 'format' is {found!r}); {fix}")
+    if type(doc.get("version")) is not int or doc["version"] != version:
+        raise error(f"{path} has version {json_text(doc.get('version'))}; this buildllm reads "
+                    f"version {version}: {fix}")
+    return doc
+
+
+def check_sha256(path: str | os.PathLike, expected: str, record: str, fix: str,
+                 error: Callable[[str], Exception] = ValueError) -> None:
+    """Raise ``error`` unless the file at ``path`` has the sha256 ``expected``, which
+    ``record`` (a file's name) holds for it."""
+    if read_file(path, sha256_of, fix, error) != expected:
+        raise error(f"{path} does not match the sha256 recorded in {record}: the file is "
+                    f"damaged or comes from another save; {fix}")
 
 
 def read_text(path: str | os.PathLike, fix: str) -> str:
@@ -181,6 +209,12 @@ def has_type(value: object, hint: object) -> bool:
     if hint is tuple:
         return isinstance(value, (list, tuple))
     return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def is_number(value: object, kind: type = float) -> bool:
+    """Whether ``value`` is a finite number (an integer, for ``kind=int``); a bool is neither:
+    ``n_layer=True`` is a mistake, not one layer. The library's one check of a number's type."""
+    return has_type(value, kind) and math.isfinite(value)
 
 
 def type_name(hint: object) -> str:

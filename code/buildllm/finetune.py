@@ -1,19 +1,16 @@
-"""Fine-tuning the pretrained model for a task. Explained in the chapter "Fine-tuning".
+"""Fine-tuning the pretrained model as a classifier. Explained in the chapter "Fine-tuning".
 
-Two ways to turn a language model into something that does a job:
+Keep the transformer's body, drop the next-token head, and put a small linear head on the
+hidden state of the last real token (:class:`GPTClassifier`). Train only the head (the body
+frozen), everything, or LoRA adapters plus the head (:func:`prepare`), with one loop
+(:func:`fit`). Batches are padded on the right (:func:`pad`): in a causal model no real token
+ever attends to a padding token after it, so a padded sequence gets the very prediction it
+gets alone.
 
-* **A classifier**: keep the transformer's body, drop the next-token head, and put a small
-  linear head on the hidden state of the last real token (:class:`GPTClassifier`). Train only
-  the head (the body frozen), everything, or LoRA adapters plus the head (:func:`prepare`).
-  Batches are padded on the right (:func:`pad`): in a causal model no real token ever attends to
-  a padding token after it, so a padded sequence gets the very prediction it gets alone.
-* **Instruction tuning**: keep the language model and train it on prompts followed by answers,
-  with the loss on the answer only (:func:`instruction_example` puts -1, which the loss ignores,
-  on every prompt position). The model learns to answer, not to recite prompts.
-
-The data are Shakespeare's plays (:mod:`buildllm.plays`), split by play. The task of the
-classifier is a passage's genre, comedy, history or tragedy, told apart by style and subject;
-a speaker would not do, as characters rarely cross from one play into another.
+The task (:func:`genre_task`): a passage's genre, comedy, history or tragedy, on Shakespeare's
+plays (:mod:`buildllm.plays`) split by play; a speaker would not do, as characters rarely cross
+from one play into another. Its baselines are in :mod:`buildllm.baselines`; the same question
+asked in words, answered by the language model itself, in :mod:`buildllm.instruct`.
 """
 
 from __future__ import annotations
@@ -21,19 +18,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildllm import generate
 from buildllm import plays as plays_
 from buildllm.bpe import ENDOFTEXT
-from buildllm.lora import apply_lora, check_rank_alpha
+from buildllm.files import is_number
+from buildllm.lora import apply_lora, trainable_parameters
 from buildllm.model import GPT
 
 # The genres of the First Folio (1623), which printed 36 of the plays under three headings;
@@ -58,10 +53,13 @@ TEST_PLAYS = ("twelfth-night", "much-ado-about-nothing", "henry-v", "king-john",
               "othello")
 VAL_PLAYS = ("as-you-like-it", "henry-iv-part-2", "julius-caesar")  # for choosing settings
 METHODS = ("head", "full", "lora")
+# The learning rate of each method: adapters and a new head start from nothing and take larger
+# steps than the pretrained weights (chosen on the validation plays).
+LEARNING_RATES = {"head": 3e-3, "full": 1e-3, "lora": 3e-3}
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: passages, labels, token ids, padded batches
+# The task: passages, labels, token ids, padded batches
 # ---------------------------------------------------------------------------------------------
 
 
@@ -101,10 +99,7 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int = 0,
     """Sequences of different lengths as one batch ``(B, T)``, ``T`` the longest, filled with
     ``pad_id`` on the ``side`` given; and ``last`` ``(B,)``, the index of each row's last real
     token (``len - 1`` when padded on the right, ``T - 1`` on the left)."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    if not seqs or min(len(s) for s in seqs) == 0:
-        raise ValueError("pad needs at least one sequence and no empty ones")
+    assert side in ("left", "right") and seqs and min(map(len, seqs)), "sequences, none empty"
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -140,8 +135,6 @@ def prepare(model: GPTClassifier, method: str, r: int = 8, alpha: float = 16.0,
     """Choose what trains: ``"head"`` (the body frozen), ``"full"`` (everything) or ``"lora"``
     (rank-``r`` adapters on the ``targets`` layers, by default every attention and feed-forward
     matrix, and the head). In place; returns ``model``."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     model.requires_grad_(method == "full")
     if method == "lora":
         apply_lora(model.body, r, alpha, targets)
@@ -175,7 +168,10 @@ def predict(model: GPTClassifier, ids: Sequence[Sequence[int]], batch_size: int 
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Indices of random batches, epoch after epoch: each epoch visits all ``n`` once."""
+    """Indices of random batches, epoch after epoch: each epoch visits all ``n`` once (fewer
+    than ``batch_size`` examples make batches of all ``n``)."""
+    assert n > 0, "no examples to train on"
+    batch_size = min(batch_size, n)
     while True:
         order = torch.randperm(n, generator=generator)
         for i in range(0, n - batch_size + 1, batch_size):
@@ -225,8 +221,7 @@ def train_classifier(model: GPTClassifier, ids: Sequence[Sequence[int]], labels:
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval for a proportion of ``k`` successes in ``n`` trials (95 %
     for ``z = 1.96``): honest near 0 and 1, where ``p ± z·sqrt(p(1-p)/n)`` is not."""
-    if n < 1 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    assert 0 <= k <= n and n >= 1, f"need 0 <= k <= n and n >= 1, got k={k}, n={n}"
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -242,13 +237,16 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 
 @dataclasses.dataclass
 class GenreTask:
-    """The genre task, ready to train: token ids (each ending with ``end_id``) and labels."""
+    """The genre task, ready to train: token ids (each ending with ``end_id``) and labels, and
+    the passages as text (for the baselines, which read words)."""
 
     train_ids: list[list[int]]
     train_labels: torch.Tensor  # (N,)
     test_ids: list[list[int]]
     test_labels: torch.Tensor  # (M,)
     end_id: int  # <|endoftext|>: ends every passage, and pads batches
+    train_texts: list[str] = dataclasses.field(default_factory=list)
+    test_texts: list[str] = dataclasses.field(default_factory=list)
 
 
 def genre_task(tokenizer, per_class: int = 2000, test_per_class: int = 600,
@@ -263,7 +261,7 @@ def genre_task(tokenizer, per_class: int = 2000, test_per_class: int = 600,
     tr_x, tr_y = genre_examples(split["train"], per_class, max_chars, seed=0)
     te_x, te_y = genre_examples(split["test"], test_per_class, max_chars, seed=1)
     return GenreTask(encode_all(tokenizer, tr_x, max_tokens, end_id), tr_y,
-                     encode_all(tokenizer, te_x, max_tokens, end_id), te_y, end_id)
+                     encode_all(tokenizer, te_x, max_tokens, end_id), te_y, end_id, tr_x, te_x)
 
 
 def check_finetune_settings(method: str, steps: int, lr: float, r: int,
@@ -271,11 +269,15 @@ def check_finetune_settings(method: str, steps: int, lr: float, r: int,
     """Raise ``ValueError`` naming the first setting of a fine-tuning run that cannot work."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if not (is_number(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}; try 200")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+    if not (is_number(lr) and lr > 0):
         raise ValueError(f"the learning rate must be a positive number, got {lr!r}; try 1e-3")
-    check_rank_alpha(r, alpha)
+    if not (is_number(r, int) and r >= 1):
+        raise ValueError(f"LoRA rank r must be a positive int, got {r!r}; try r=8")
+    if not (is_number(alpha) and alpha > 0):
+        raise ValueError(f"LoRA alpha must be a positive number, got {alpha!r}; "
+                         f"alpha=2*r is a common choice")
 
 
 def check_fits(model: GPT, task: GenreTask) -> None:
@@ -288,179 +290,17 @@ def check_fits(model: GPT, task: GenreTask) -> None:
 
 
 def finetune_classifier(model: GPT, task: GenreTask, method: str, steps: int = 200,
-                        lr: float = 1e-3, r: int = 8, alpha: float = 16.0,
+                        lr: float | None = None, r: int = 8, alpha: float = 16.0,
                         max_seconds: float | None = None) -> tuple[GPTClassifier, dict]:
-    """Fine-tune a copy of ``model`` on ``task`` by ``method`` (head, full or lora); returns
-    the classifier and its held-out accuracy with the trainable parameters and CPU seconds."""
+    """Fine-tune a copy of ``model`` on ``task`` by ``method`` (head, full or lora) at the
+    learning rate ``lr`` (by default the method's, :data:`LEARNING_RATES`); returns the
+    classifier and its held-out accuracy with the trainable parameters and CPU seconds."""
+    lr = LEARNING_RATES.get(method) if lr is None else lr
     check_finetune_settings(method, steps, lr, r, alpha)
     check_fits(model, task)
     clf = prepare(GPTClassifier(copy.deepcopy(model), len(CLASSES)), method, r, alpha)
     log = train_classifier(clf, task.train_ids, task.train_labels, steps, task.end_id, lr=lr,
                            max_seconds=max_seconds)
     pred = predict(clf, task.test_ids, pad_id=task.end_id)
-    trainable = sum(p.numel() for p in clf.parameters() if p.requires_grad)
-    return clf, {**accuracy(pred, task.test_labels), "trainable": trainable,
+    return clf, {**accuracy(pred, task.test_labels), "trainable": trainable_parameters(clf),
                  "cpu_seconds": log["cpu_seconds"], "steps": log["steps"]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines: the majority class, a logistic regression on word counts
-# ---------------------------------------------------------------------------------------------
-
-
-def majority(train_labels: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` predictions of the training set's most frequent class."""
-    return torch.full((n,), int(torch.mode(train_labels).values))
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words, apostrophes kept (``"'tis"``, ``"o'er"``)."""
-    return re.findall(r"[a-z']+", text.lower())
-
-
-def word_vocab(texts: Sequence[str], size: int = 5000) -> dict[str, int]:
-    """The ``size`` most frequent words of ``texts``, each with an index."""
-    counts = Counter(w for t in texts for w in words(t))
-    return {w: i for i, (w, _) in enumerate(counts.most_common(size))}
-
-
-def bag_of_words(texts: Sequence[str], vocab: dict[str, int]) -> torch.Tensor:
-    """Each text as ``log(1 + count)`` of each vocabulary word: ``(N, len(vocab))``."""
-    x = torch.zeros(len(texts), len(vocab))
-    for i, t in enumerate(texts):
-        for w, c in Counter(words(t)).items():
-            if w in vocab:
-                x[i, vocab[w]] = math.log1p(c)
-    return x
-
-
-def fit_linear(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-3,
-               max_iter: int = 100) -> nn.Linear:
-    """Multinomial logistic regression: a linear layer ``(D -> n_classes)`` fitted to features
-    ``x`` ``(N, D)`` and labels ``y`` ``(N,)``, minimizing the cross-entropy plus
-    ``l2 · |W|²`` with L-BFGS (a convex problem: no learning rate, no seed to tune)."""
-    layer = nn.Linear(x.size(1), n_classes)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    opt = torch.optim.LBFGS(layer.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(layer(x), y) + l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return layer
-
-
-# ---------------------------------------------------------------------------------------------
-# Instruction tuning: "Who speaks this line?"
-# ---------------------------------------------------------------------------------------------
-
-GENRE_QUESTION = "Is this from a comedy, a history or a tragedy?"
-SPEAKER_QUESTION = "Who speaks this line?"
-
-
-def genre_questions(texts: Sequence[str], labels: torch.Tensor) -> list[tuple[str, str]]:
-    """The genre task as (prompt, answer) pairs: the question, the passage, ``Answer:``; the
-    answer is `` comedy``, `` history`` or `` tragedy`` and a newline."""
-    return [(f"{GENRE_QUESTION}\n{t}\nAnswer:", f" {CLASSES[k]}\n")
-            for t, k in zip(texts, labels.tolist())]
-
-
-def speaker_prompt(context: Sequence[plays_.Speech], line: str) -> str:
-    """The scene so far, as Tiny Shakespeare prints speeches (``NAME:``, the text, a blank
-    line), then the question, the line, and ``Answer:`` with a newline; the answer is ``NAME``
-    and a newline. Names start their line in the scene and in the answer alike, so they are
-    the same tokens in both (``" NAME"``, after a space, would be other tokens)."""
-    scene = "".join(f"{s.speaker}:\n{s.text}\n\n" for s in context)
-    return f"{scene}{SPEAKER_QUESTION}\n{line}\nAnswer:\n"
-
-
-def _recent(speeches: Sequence[plays_.Speech], max_chars: int) -> list[plays_.Speech]:
-    """The last speeches, each cut to its last lines, that fit in ``max_chars`` together."""
-    out, room = [], max_chars
-    for s in reversed(speeches):
-        lines = []
-        for line in reversed(s.lines):
-            if len(line) + 1 > room - len(s.speaker) - 3:
-                break
-            lines.insert(0, line)
-            room -= len(line) + 1
-        if not lines:
-            break
-        out.insert(0, dataclasses.replace(s, lines=tuple(lines)))
-        room -= len(s.speaker) + 3
-    return out
-
-
-def speaker_questions(plays: Sequence[plays_.Play], n: int, context_chars: int = 160,
-                      seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` (prompt, answer) pairs drawn from ``plays``: a speech's first line, after up to
-    ``context_chars`` characters of the speeches before it in its scene. Only questions that
-    the prompt can answer are kept: the speaker must be one of the speakers shown, since a
-    held-out play's names are never seen in training. (The book's small model does not learn
-    to copy the name in a few hundred steps; the chapter's exercises come back to it.)"""
-    pairs = []
-    for play in plays:
-        for i, speech in enumerate(play.speeches):
-            before = [s for s in play.speeches[max(0, i - 6):i] if s.scene == speech.scene]
-            context = _recent(before, context_chars)
-            if (speech.speaker in {s.speaker for s in context}
-                    and len(speech.lines[0]) <= 80):
-                pairs.append((speaker_prompt(context, speech.lines[0]), f"{speech.speaker}\n"))
-    return plays_.sample(pairs, n, seed)
-
-
-def instruction_example(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    """Input ids and targets for one (prompt, answer) pair, each of length ``P + A - 1``:
-    the targets are the next tokens, with -1 wherever the next token is still the prompt's, so
-    the loss (which skips -1) trains the answer only."""
-    p, a = tokenizer.encode(prompt), tokenizer.encode(answer)
-    if not p or not a:
-        raise ValueError("an instruction example needs a non-empty prompt and answer")
-    ids = p + a
-    return ids[:-1], [-1] * (len(p) - 1) + a
-
-
-def pad_pairs(pairs: Sequence[tuple[list[int], list[int]]],
-              pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets, padded on the right: ``(B, T)`` each, targets padded with -1."""
-    x, _ = pad([ids for ids, _ in pairs], pad_id)
-    y, _ = pad([t for _, t in pairs], -1)
-    return x, y
-
-
-def train_lm(model: GPT, pairs: Sequence[tuple[list[int], list[int]]], steps: int,
-             pad_id: int = 0, **kwargs) -> dict:
-    """Train a language model on (ids, targets) pairs with its own loss, which skips the -1
-    targets; the keyword arguments of :func:`fit` (lr, batch_size, ...)."""
-
-    def loss_of(b: torch.Tensor) -> torch.Tensor:
-        return model(*pad_pairs([pairs[i] for i in b], pad_id))[1]
-
-    return fit(model, loss_of, len(pairs), steps, **kwargs)
-
-
-@torch.no_grad()
-def answer_logprob(model: GPT, pairs: Sequence[tuple[list[int], list[int]]],
-                   batch_size: int = 32, pad_id: int = 0) -> torch.Tensor:
-    """The log-probability (nats) the model gives each whole answer after its prompt, ``(N,)``."""
-    model.eval()
-    out = []
-    for i in range(0, len(pairs), batch_size):
-        x, y = pad_pairs(pairs[i:i + batch_size], pad_id)
-        logp = model(x)[0].log_softmax(-1)  # (B, T, V)
-        picked = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]  # (B, T)
-        out.append((picked * (y >= 0)).sum(1))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def greedy_answer(model: GPT, tokenizer, prompt: str, max_tokens: int = 8) -> str:
-    """The model's answer to ``prompt``: greedy tokens up to the first newline, stripped."""
-    ids, newline = tokenizer.encode(prompt), tokenizer.encode("\n")
-    stop = newline[0] if len(newline) == 1 else None
-    out = generate.generate(model, ids, max_tokens, temperature=0.0, eos_id=stop)[len(ids):]
-    return tokenizer.decode(out.tolist()).split("\n")[0].strip()

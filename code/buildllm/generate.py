@@ -1,56 +1,29 @@
 """Generating text: from next-token distributions to new tokens. Explained in "Generating text".
 
-A trained :class:`~buildllm.model.GPT` gives, for every position, logits over the vocabulary for
-the token that comes next. Generation repeats one step: look at the logits of the last position,
-pick a token, append it, go again. This module holds the two halves of that step:
-
-- *choosing* a token (:func:`sample_next`): greedy (the most likely token), or a random draw after
-  the logits are reshaped by a temperature, by top-k and by top-p (nucleus) filtering, which
-  combine, and from a seeded ``torch.Generator`` so that a sample can be drawn again;
-- *computing* the logits (:func:`stream`): naively, by running the whole sequence through the
-  model at every step, or with the key/value cache of the attention layers: the prompt goes
-  through once (the *prefill*), then each step feeds only the newest token. Both give the same
-  logits at every step (the tests and the chapter prove it).
-
-:func:`generate` collects the stream into a tensor; :func:`stream_text` turns it into text as it
-comes, for the command ``buildllm generate`` (:mod:`buildllm.cli`).
-
-When the sequence outgrows the model's context (``block_size``), generation keeps going on a
-sliding window: each step sees the last ``block_size`` tokens. A window that slides changes
-every position, so the cache cannot be reused then; those steps run without it. A *prompt*
-longer than the context is an error.
-
-A batch of prompts must have one length: prompts of different lengths would need left padding
-and a padding mask in attention, which this model does not have; generate them one at a time.
+Generation repeats one step: take the logits of the last position, choose a token, append it.
+*Choosing* (:func:`sample_next`): greedy, or a draw from a seeded generator after a temperature,
+top-k and top-p (nucleus) filtering. *Computing the logits* (:func:`stream`): the whole
+sequence at every step, or the prompt once and then the newest token alone, with the key/value
+cache (:mod:`buildllm.kvcache`); both give the same logits. :func:`generate` collects the
+stream into a tensor, :func:`stream_text` turns it into text as it comes (``buildllm
+generate``). Past the context, the window slides, without the cache. A batch of prompts must
+have one length (others would need left padding and a mask in attention).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from buildllm.config import check_sampling
+from buildllm.files import is_number
 from buildllm.model import GPT
 from buildllm.tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------
 # Choosing the next token
 # ---------------------------------------------------------------------------------------------
-
-
-def check_settings(temperature: float = 1.0, top_k: int | None = None,
-                   top_p: float | None = None) -> None:
-    """Raise ``ValueError`` unless the sampling settings make sense."""
-    if not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(
-            f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}"
-        )
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)
-                              or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None (no limit), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None (no limit), got {top_p!r}")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -91,7 +64,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     are divided by the temperature, filtered by top-k then top-p, and a token is drawn from the
     softmax of what is left, with ``generator`` as the source of randomness.
     """
-    check_settings(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # no overflow at tiny t
@@ -108,41 +80,16 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_batch(idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
-              model: GPT) -> torch.Tensor:
-    """The prompt as a ``(B, T)`` tensor of ids on the model's device, checked."""
-    device = model.wte.weight.device
-    if hasattr(idx, "__array__") and not isinstance(idx, torch.Tensor):  # a numpy array
-        idx = torch.as_tensor(idx)
-        if not (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool):
-            idx = idx.long()  # uint16 ids from encode_corpus, say
-    if not isinstance(idx, torch.Tensor):
-        rows = list(idx)
-        if rows and not isinstance(rows[0], numbers.Integral):  # numpy ints are Integral
-            lengths = sorted({len(r) for r in rows})
-            if len(lengths) > 1:
-                raise ValueError(
-                    f"prompts of different lengths {lengths} cannot share a batch: that needs "
-                    f"left padding and a padding mask in attention, which this model does not "
-                    f"have; generate each prompt on its own (or batch prompts of one length)"
-                )
-        idx = torch.tensor(rows, dtype=torch.long)
-    if idx.dim() == 1:
-        idx = idx[None, :]
-    if idx.dim() != 2 or idx.dtype != torch.long:
-        raise TypeError(f"the prompt must be token ids (T,) or (B, T) of dtype long, got "
-                        f"shape {tuple(idx.shape)} and dtype {idx.dtype}")
-    T, block_size, V = idx.size(1), model.config.block_size, model.config.vocab_size
-    if T == 0:
-        raise ValueError("the prompt is empty: generation needs at least one token to start")
-    if T > block_size:
-        raise ValueError(
-            f"the prompt has {T} tokens, more than the model's context (block_size="
-            f"{block_size}); shorten the prompt to its last {block_size} tokens"
-        )
-    if idx.min() < 0 or idx.max() >= V:
-        raise ValueError(f"token ids must be in 0 .. {V - 1}, got {idx.min()} .. {idx.max()}")
-    return idx.to(device)
+def as_batch(idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
+             model: GPT) -> torch.Tensor:
+    """The prompt, ids ``(T,)`` or ``(B, T)`` as a tensor, list or array, as token ids ``(B, T)``
+    on the model's device; one that does not fit the context is a ``ValueError``."""
+    idx = torch.as_tensor(idx, device=model.wte.weight.device)
+    idx = (idx if idx.dim() == 2 else idx[None]).long()  # (B, T)
+    if not 0 < idx.size(1) <= model.config.block_size:
+        raise ValueError(f"the prompt has {idx.size(1)} tokens; it needs 1 to "
+                         f"{model.config.block_size} (the model's context): shorten it")
+    return idx
 
 
 @torch.no_grad()
@@ -159,10 +106,10 @@ def stream(model: GPT, idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int
     steps. ``seed`` (or a ``generator`` of your own) makes the draws reproducible. The model is
     put in eval mode for the duration and restored afterwards.
     """
-    check_settings(temperature, top_k, top_p)
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    check_sampling(temperature, top_k, top_p)
+    if not (is_number(max_new_tokens, int) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    idx = _as_batch(idx, model)
+    idx = as_batch(idx, model)
     if generator is None and seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)
     B, T = idx.shape
@@ -200,7 +147,7 @@ def generate(model: GPT, idx: torch.Tensor | Sequence[int] | Sequence[Sequence[i
     ``n`` is ``max_new_tokens``, or fewer if every row reached ``eos_id``. Takes the keyword
     arguments of :func:`stream`.
     """
-    prompt = _as_batch(idx, model)
+    prompt = as_batch(idx, model)
     tokens = [token for token, _ in stream(model, prompt, max_new_tokens, **kwargs)]
     out = torch.cat([prompt, *(t[:, None] for t in tokens)], dim=1)  # (B, T + n)
     one_row = torch.as_tensor(idx).dim() == 1  # the prompt was a single sequence (T,)

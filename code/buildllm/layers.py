@@ -1,9 +1,10 @@
-"""The parts of a transformer block besides attention: the feed-forward network, and the block
-that joins attention and feed-forward with normalization and residual connections.
+"""The parts of a transformer block besides attention, and the block: the feed-forward network,
+and the block that joins attention and feed-forward with normalization and residual connections.
 
 Explained in the chapter "The GPT model" (FeedForward, Block) and in "From GPT-2 to today's
-LLMs" (SwiGLU). The normalizations are in :mod:`buildllm.norms`, attention in
-:mod:`buildllm.attention`.
+LLMs" (SwiGLU, ReLU squared). A block takes the parts its configuration names
+(:func:`make_attention`, :func:`make_mlp`, :func:`~buildllm.norms.make_norm`): GPT-2's by
+default, those of the later chapter when its options are on.
 """
 
 from __future__ import annotations
@@ -12,9 +13,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from buildllm.attention import CausalSelfAttention, KVCache
 from buildllm.config import GPTConfig
+from buildllm.gqa import GroupedQueryAttention
+from buildllm.kvcache import CachedSelfAttention
 from buildllm.norms import make_norm
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network: ``(B, T, C)`` -> ``(B, T, hidden)`` -> ``(B, T, C)``,
+    with GPT-2's GELU (its tanh approximation), ReLU for ``mlp="relu"``, or the nonlinearity
+    ``act`` given."""
+
+    def __init__(self, config: GPTConfig, act: nn.Module | None = None):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        relu = config.mlp == "relu"
+        self.act = act if act is not None else nn.ReLU() if relu else nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class ReLUSquared(nn.Module):
@@ -22,25 +41,6 @@ class ReLUSquared(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x).square()
-
-
-class FeedForward(nn.Module):
-    """Position-wise feed-forward network: ``(B, T, C)`` -> ``(B, T, hidden)`` -> ``(B, T, C)``.
-
-    GELU (GPT-2's tanh approximation) by default, ReLU when ``config.mlp == "relu"``, ReLU
-    squared when ``"relu2"``.
-    """
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
-        activations = {"relu": nn.ReLU, "relu2": ReLUSquared}
-        self.act = activations.get(config.mlp, lambda: nn.GELU(approximate="tanh"))()
-        self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class SwiGLU(nn.Module):
@@ -57,19 +57,36 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(self.gate(x)) * self.up(x)))
 
 
+def make_mlp(config: GPTConfig) -> nn.Module:
+    """The feed-forward network ``config.mlp`` names: GELU (GPT-2's), ReLU, ReLU squared or
+    SwiGLU."""
+    if config.mlp == "swiglu":
+        return SwiGLU(config)
+    return FeedForward(config, ReLUSquared() if config.mlp == "relu2" else None)
+
+
+def make_attention(config: GPTConfig) -> nn.Module:
+    """The attention the configuration asks for: that of the chapter "Attention", with the
+    key/value cache of generation (:class:`~buildllm.kvcache.CachedSelfAttention`), or, with any
+    of the options of grouped-query attention, rotary positions, QK-norm or value embeddings,
+    :class:`~buildllm.gqa.GroupedQueryAttention`."""
+    modern = (config.n_kv_head is not None or config.qk_norm or config.value_embed
+              or config.pos_encoding == "rope")
+    return GroupedQueryAttention(config) if modern else CachedSelfAttention(config)
+
+
 class Block(nn.Module):
     """A pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = make_attention(config)
         self.ln_2 = make_norm(config)
-        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else FeedForward(config)
+        self.mlp = make_mlp(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                ve: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, T, C)``; ``ve``: value embeddings for the attention (``value_embed``)."""
-        x = x + self.attn(self.ln_1(x), cache, ve)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; ``cache``: what generation keeps of the earlier
+        tokens (chapter "Generating text")."""
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))

@@ -13,7 +13,8 @@ equal to the pretrained one; ``alpha / r`` keeps the size of the update comparab
   no slower than the original.
 * :func:`save_adapters` writes only what training changed, a few kilobytes, beside a JSON
   config that records the shapes of the base model; :func:`load_adapters` puts it back onto a
-  fresh copy of that base model, and refuses any other.
+  fresh copy of that base model, and refuses any other (the folder's format and its checks:
+  :mod:`buildllm.adapters`).
 """
 
 from __future__ import annotations
@@ -29,31 +30,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from buildllm.files import check_types, read_file, sha256_of, write_atomically
+from buildllm.adapters import (
+    ADAPTERS,
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    AdapterError,
+    base_shapes,
+    check_base,
+    check_tensors,
+    read_adapter_config,
+)
+from buildllm.files import sha256_of, write_atomically
 
-FORMAT = "buildllm-lora"
-FORMAT_VERSION = 2  # 2 records the base model's shapes
-CONFIG, ADAPTERS = "adapter_config.json", "adapters.safetensors"
 # The default targets: the matrices of attention (c_attn, c_proj) and of the feed-forward
 # network (GPT-2's c_fc and c_proj, SwiGLU's gate, up and c_proj), whichever the model has.
 PARTS = ("c_attn", "c_proj", "c_fc", "gate", "up")
-CONFIG_FIELDS = {"format": str, "version": int, "r": int, "alpha": float, "targets": list,
-                 "base": dict, "sha256": str}
-
-
-class AdapterError(ValueError):
-    """An adapter folder is missing, damaged or does not fit the model; the message names it."""
-
-
-def check_rank_alpha(r: int, alpha: float) -> None:
-    """Raise ``ValueError`` unless ``r`` is a positive int and ``alpha`` a positive number."""
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"LoRA rank r must be a positive int, got {r!r}; try r=8")
-    if (isinstance(alpha, bool) or not isinstance(alpha, int | float)
-            or not 0 < alpha < math.inf):
-        raise ValueError(f"LoRA alpha must be a positive number, got {alpha!r}; "
-                         f"alpha=2*r is a common choice")
-
 
 class LoRALinear(nn.Module):
     """``base(x) + x Aᵀ Bᵀ · alpha / r``: a frozen ``nn.Linear`` plus a trainable low-rank update.
@@ -64,7 +56,6 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0):
         super().__init__()
-        check_rank_alpha(r, alpha)
         self.base = base
         self.base.requires_grad_(False)
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
@@ -130,15 +121,14 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
     """Freeze every parameter of ``model`` and wrap each matching linear layer in a
     :class:`LoRALinear`, in place (``targets`` as :func:`matching_linears` reads them). Only the
     adapters train; unfreeze anything else (a classifier head) afterwards. Returns ``model``."""
-    check_rank_alpha(r, alpha)
     names = matching_linears(model, targets)
     if tied := [n for n in names if _is_tied(model, n)]:
         raise ValueError(f"LoRA target(s) {tied} share their weight with another layer (a tied "
                          f"output head); leave targets out to adapt attention and feed-forward")
     narrow = min(min(model.get_submodule(n).weight.shape) for n in names)
-    if r > narrow:
-        raise ValueError(f"LoRA rank r={r} is more than the narrowest adapted matrix has "
-                         f"({narrow}): a low-rank update needs r <= {narrow}; try r=8")
+    if not 1 <= r <= narrow:
+        raise ValueError(f"LoRA rank r={r} does not fit the narrowest adapted matrix "
+                         f"({narrow}): a low-rank update needs 1 <= r <= {narrow}; try r=8")
     model.requires_grad_(False)
     for name in names:
         _set_module(model, name, LoRALinear(model.get_submodule(name), r, alpha))
@@ -174,13 +164,6 @@ def trainable_parameters(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def base_shapes(model: nn.Module) -> dict[str, list[int]]:
-    """The shape of every parameter of the base model, by name, as it was before LoRA wrapped
-    its layers (LoRA's own tensors left out): what an adapter folder fits, and nothing else."""
-    return {name.replace(".base.", "."): list(p.shape) for name, p in model.named_parameters()
-            if not name.rpartition(".")[2].startswith("lora_")}
-
-
 def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the trainable tensors of a LoRA model (the adapters, and a classifier head if it
     trains) to ``path/adapters.safetensors`` and ``r``, ``alpha``, the adapted layers and the
@@ -205,48 +188,6 @@ def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
     return folder
 
 
-def read_adapter_config(path: str | os.PathLike) -> dict:
-    """The checked ``adapter_config.json`` of an adapter folder; the adapters' hash checked."""
-    file = Path(path) / CONFIG
-    config = read_file(file, lambda p: json.loads(p.read_text(encoding="utf-8")),
-                       "pass a folder written by save_adapters, or save them again", AdapterError)
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise AdapterError(f"{file} is not a {FORMAT} config; pass a folder from save_adapters")
-    if config.get("version") != FORMAT_VERSION:
-        raise AdapterError(f"{file} has version {config.get('version')!r}; this buildllm reads "
-                           f"version {FORMAT_VERSION} (which records the base model): train "
-                           f"and save the adapters again")
-    try:
-        check_types(config, CONFIG_FIELDS)
-        if missing := sorted(set(CONFIG_FIELDS) - set(config)):
-            raise ValueError(f"the field {missing[0]!r} is missing")
-        if not all(isinstance(t, str) for t in config["targets"]):
-            raise ValueError("targets must be a list of layer names")
-    except ValueError as e:
-        raise AdapterError(f"{file}: {e}; the adapter folder is damaged: save it again") from None
-    weights = Path(path) / ADAPTERS
-    if not weights.is_file() or sha256_of(weights) != config["sha256"]:
-        raise AdapterError(f"{weights} is missing or does not match the sha256 in {file}: the "
-                           f"file is damaged or from another save; save the adapters again")
-    return config
-
-
-def check_base(model: nn.Module, config: dict, path: str | os.PathLike) -> None:
-    """Raise :class:`AdapterError` unless ``model`` is the base the adapters were saved from:
-    the same parameters with the same shapes (a third block would run unadapted)."""
-    have, saved = base_shapes(model), config["base"]
-    if have == saved:
-        return
-    extra, missing = sorted(set(have) - set(saved)), sorted(set(saved) - set(have))
-    differ = sorted(n for n in set(have) & set(saved) if have[n] != saved[n])
-    what = (f"this model has {extra[0]}, which the base lacks" if extra else
-            f"the base has {missing[0]}, which this model lacks" if missing else
-            f"{differ[0]} is {have[differ[0]]} here and {saved[differ[0]]} in the base")
-    raise AdapterError(f"the adapters in {path} were saved from another base model ({what}; "
-                       f"{len(saved)} tensors there, {len(have)} here): load them onto the "
-                       f"model they were trained on")
-
-
 def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Put adapters saved by :func:`save_adapters` onto ``model``, in place; returns it.
 
@@ -262,12 +203,8 @@ def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         tensors = load_file(str(weights))
     except (ValueError, KeyError, SafetensorError) as e:
         raise AdapterError(f"the adapters in {weights} do not fit this model: {e}") from None
+    check_tensors(model, tensors, weights)
     params = dict(model.named_parameters())
-    for name, value in tensors.items():
-        if name not in params or params[name].shape != value.shape:
-            have = tuple(params[name].shape) if name in params else "no such parameter"
-            raise AdapterError(f"{weights} holds {name} of shape {tuple(value.shape)}, but the "
-                               f"model has {have}: the adapters belong to another model")
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from buildllm import checkpoint, data
+from buildllm.config import RECIPES, TrainConfig
 from buildllm.model import GPT
-from buildllm.recipes import RECIPES
 from buildllm.tokenizer import Tokenizer
-from buildllm.train import TrainConfig, train
+from buildllm.train import train
 
 try:
     import fcntl
@@ -27,6 +27,14 @@ except ImportError:  # Windows: no lock; racing callers each train and publish t
 
 
 LATER_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "cooldown": 0.2}
+# The recipes' models as the book first wrote them, when it first cached them: a preset (the
+# "book" preset then had biases) and the fields changed from it, the size of the BPE vocabulary
+# beside them (1024, which a character tokenizer ignored). Their cache keys keep that form.
+FIRST_MODELS = {
+    "book": {"preset": "book", "bias": False},
+    "modern": {"preset": "llama", "n_layer": 2, "block_size": 64},
+    "nanogpt_cpu": {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "bias": False},
+}
 
 
 def recipe_hash(config: TrainConfig) -> str:
@@ -34,10 +42,14 @@ def recipe_hash(config: TrainConfig) -> str:
 
     Settings that cannot change the training leave the key: Muon's own settings while the
     optimizer is AdamW, the cooldown of a cosine schedule, and the settings added after the
-    book first cached its models (:data:`LATER_DEFAULTS`) at their defaults. So adding such
-    options retrains nothing.
+    book first cached its models (:data:`LATER_DEFAULTS`) at their defaults. The models of the
+    book's recipes are keyed as they were first written (:data:`FIRST_MODELS`). So changing how
+    the library writes them retrains nothing.
     """
     settings = config.to_dict()
+    settings["model"] = next((FIRST_MODELS[name] for name in FIRST_MODELS
+                              if config.model == RECIPES[name].model), settings["model"])
+    settings["vocab_size"] = config.model.vocab_size if config.tokenizer == "bpe" else 1024
     if settings.get("optimizer") == "adamw":
         settings = {k: v for k, v in settings.items() if not k.startswith("muon_")}
     if settings.get("schedule") == "cosine":
@@ -69,7 +81,7 @@ def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
     call (with ``threads`` threads), and again if the cached copy is damaged."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
-    config = TrainConfig.from_dict(RECIPES[name])
+    config = RECIPES[name]
     folder = data.cache_dir() / "models" / f"{name}-{recipe_hash(config)}"
     with exclusive(folder.with_name(folder.name + ".lock")):
         try:

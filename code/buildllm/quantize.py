@@ -1,28 +1,13 @@
 """Int8 weights: reading four times fewer bytes per generated token. Explained in the chapter
 "Generating text".
 
-With the key/value cache, each new token runs one vector through every matrix of the model: a
-matrix of ``out x in`` weights is read from memory for ``2 * out * in`` floating-point
-operations, far too few to keep a CPU busy. Generation is then limited by memory bandwidth,
-and the way to go faster is to read fewer bytes. Storing each weight in one byte (int8) instead
-of four (float32) cuts the bytes read by four.
-
-- :func:`quantize_int8` turns a weight matrix into int8 codes ``q`` and one float32 ``scale``
-  per output row (``w ~ q * scale``), written out from scratch; :func:`dequantize_int8` goes
-  back. They follow PyTorch's convention to the bit, so the codes are exactly those PyTorch's
-  kernel computes with (the tests prove it).
-- :class:`Int8Linear` holds the codes and multiplies with PyTorch's int8 kernel (fbgemm's
-  dynamically quantized linear layer), which quantizes its input too, row by row, so that
-  integers multiply integers; :func:`int8_linear_reference` is the same arithmetic written
-  out, for reading and for checking.
-- :func:`quantize_model` swaps every ``nn.Linear`` of a :class:`~buildllm.model.GPT` for an
-  :class:`Int8Linear`; :func:`buildllm.evaluate.quantization_cost` measures what that costs
-  (bits per character, greedy tokens).
-
-Why this kernel: of the int8 routes PyTorch offers on a CPU (fbgemm's dynamically quantized
-linear layer, oneDNN's ``torch._int_mm``, ``_weight_int8pack_mm``, or widening the codes back to
-float32 before a float32 product), fbgemm's was the fastest where it was measured, by far for
-the last two; ``make bench BENCH=generate`` measures it against float32 on the reader's CPU.
+With the cache, each new token reads every weight once for two floating-point operations:
+generation is limited by memory bandwidth, and one byte a weight (int8) instead of four reads a
+quarter of the bytes. :func:`quantize_int8` makes int8 codes and one scale per output row, to
+the bit as PyTorch does, and :func:`dequantize_int8` goes back; :class:`Int8Linear` multiplies
+with PyTorch's int8 kernel (fbgemm's dynamically quantized linear layer, the fastest on a CPU
+where it was measured), which :func:`int8_linear_reference` writes out; :func:`quantize_model`
+makes every ``nn.Linear`` of a model an :class:`Int8Linear`.
 """
 
 from __future__ import annotations
@@ -42,14 +27,6 @@ EPS = torch.finfo(torch.float32).eps  # the smallest scale PyTorch allows
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_matrix(weight: torch.Tensor, name: str = "weight") -> None:
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
-    if weight.dim() != 2:
-        raise ValueError(f"{name} must be a matrix (out_features, in_features), got shape "
-                         f"{tuple(weight.shape)}; quantize each matrix of a model on its own")
-
-
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization with one scale per output channel: ``w ~ q * scale``.
 
@@ -63,10 +40,7 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     a division) is rounded half to even and clamped. The largest ``|w|`` lands on 127.5, give
     or take float rounding, and becomes 127, or -127 or -128 if negative.
     """
-    _check_matrix(weight)
-    if not weight.is_floating_point():
-        raise TypeError(f"weight must hold floats, got {weight.dtype}; int8 codes come from "
-                        f"real-valued weights (pass the float matrix)")
+    assert weight.dim() == 2 and weight.is_floating_point(), "weight: a float matrix (out, in)"
     w = weight.detach().float()
     assert torch.isfinite(w).all(), "weights hold NaN or infinity (or values beyond float32)"
     scale = (w.abs().amax(dim=1) / 127.5).clamp(min=EPS)  # (out,)
@@ -77,17 +51,8 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The float32 weights that codes ``q`` ``(out, in)`` int8 and ``scale`` ``(out,)`` stand
     for: ``q * scale``, ``(out, in)``."""
-    _check_codes(q, scale)
+    assert q.dtype == torch.int8 and scale.shape == (q.size(0),), "int8 codes, one scale a row"
     return q.float() * scale.float()[:, None]
-
-
-def _check_codes(q: torch.Tensor, scale: torch.Tensor) -> None:
-    _check_matrix(q, "q")
-    if q.dtype != torch.int8:
-        raise TypeError(f"q must be int8 codes, got {q.dtype}; make them with quantize_int8")
-    if scale.shape != (q.size(0),) or not scale.is_floating_point():
-        raise ValueError(f"scale must be floats of shape ({q.size(0)},), one per row of q, got "
-                         f"{scale.dtype} {tuple(scale.shape)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,9 +117,6 @@ class Int8Linear(nn.Module):
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
-        _check_codes(q, scale)
-        if bias is not None and bias.shape != (q.size(0),):
-            raise ValueError(f"bias must have shape ({q.size(0)},), got {tuple(bias.shape)}")
         self.in_features, self.out_features = q.size(1), q.size(0)
         self.register_buffer("weight_q", q.detach().cpu())
         self.register_buffer("weight_scale", scale.detach().float().cpu())
@@ -169,8 +131,6 @@ class Int8Linear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
         """The int8 version of ``linear``; its bias stays float32."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"expected a torch.nn.Linear, got {type(linear).__name__}")
         for name, p in linear.named_parameters():
             if not torch.isfinite(p).all():
                 raise ValueError(f"the layer's {name} holds NaN or infinite values, which int8 "
@@ -179,12 +139,7 @@ class Int8Linear(nn.Module):
         return cls(q, scale, linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu":
-            raise TypeError(f"Int8Linear computes on float32 CPU tensors, got {x.dtype} on "
-                            f"{x.device}; pass x.float().cpu()")
-        if x.size(-1) != self.in_features:
-            raise ValueError(f"input must be shaped (..., {self.in_features}), got "
-                             f"{tuple(x.shape)}")
+        assert x.dtype == torch.float32 and x.device.type == "cpu", "float32 CPU inputs only"
         rows = x.reshape(-1, self.in_features)  # (N, in)
         # The kernel quantizes its whole input with one scale: one call per row keeps each
         # token's result independent of the others (the key/value cache relies on it).
@@ -208,15 +163,10 @@ def quantize_model(model: GPT) -> GPT:
     Embeddings and normalizations stay float32. A head tied to the token embedding gets its own
     int8 copy of the matrix; the embedding keeps the float32 one. The original is untouched.
     """
-    if not isinstance(model, GPT):
-        raise TypeError(f"quantize_model takes a buildllm GPT, got {type(model).__name__}; for "
-                        f"a single layer use Int8Linear.from_linear")
     p = model.wte.weight
     if p.device.type != "cpu" or p.dtype != torch.float32:
         raise ValueError(f"the int8 kernel runs on the CPU in float32, but the model is {p.dtype}"
                          f" on {p.device}; quantize model.float().cpu()")
-    if any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise ValueError("the model is already quantized; quantize the float32 model")
     for name, p in model.named_parameters():  # int8 codes would hide a NaN: refuse it here
         if not torch.isfinite(p).all():
             raise ValueError(f"{name} holds NaN or infinite values, which int8 codes cannot "

@@ -5,12 +5,17 @@ A notebook is checked by re-running it and comparing every output with the store
 chapter starts by fixing what would otherwise vary: the random seeds, the number of CPU
 threads (floating-point sums can round differently when split across threads), and how many
 digits tensors and arrays print with. Explained in the Preface.
+
+A timing is never the same twice; :func:`best_time`, the fastest of a few runs, is the one that
+varies least (the chapters that time things and ``make bench`` use it).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,3 +40,14 @@ def reproducible(seed: int = 1337, threads: int = 1, precision: int = 4) -> torc
     torch.set_printoptions(precision=precision, sci_mode=False)
     np.set_printoptions(precision=precision, suppress=True)
     return torch.Generator().manual_seed(seed)
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3, number: int = 1) -> float:
+    """The fastest of ``repeat`` timings of ``number`` calls to ``fn``, in seconds per call."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best

@@ -25,7 +25,7 @@ from pathlib import Path
 import regex
 
 from buildllm import bpe, bpe_fast
-from buildllm.files import READ_ERRORS, read_problem, write_atomically
+from buildllm.files import READ_ERRORS, is_number, read_problem, write_atomically
 
 BPE_FORMAT, CHAR_FORMAT, FORMAT_VERSION = "buildllm-bpe", "buildllm-char", 1
 
@@ -216,8 +216,7 @@ def train_bpe(text: str, vocab_size: int, special_tokens: Iterable[str] = (bpe.E
     """A :class:`BPETokenizer` learned from ``text``, with ``vocab_size`` tokens in all (bytes,
     merges and special tokens; a text too small for that many merges gives fewer)."""
     specials = list(special_tokens)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) \
-            or vocab_size < 256 + len(specials):
+    if not (is_number(vocab_size, int) and vocab_size >= 256 + len(specials)):
         raise ValueError(f"vocab_size must be an int of at least 256 + {len(specials)} "
                          f"special tokens, got {vocab_size!r}")
     trainer = bpe.train_merges_naive if naive else bpe_fast.train_merges
