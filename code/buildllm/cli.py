@@ -33,7 +33,13 @@ from buildllm.config import check_sampling as check_settings
 from buildllm.device import resolve_device
 from buildllm.evaluate import Settings, format_cards, report_card
 from buildllm.files import check_output_file, check_output_folder, read_text, write_atomically
-from buildllm.finetune import METHODS, check_finetune_settings, finetune_classifier, genre_task
+from buildllm.finetune import (
+    LEARNING_RATES,
+    METHODS,
+    check_finetune_settings,
+    finetune_classifier,
+    genre_task,
+)
 from buildllm.generate import stream_text
 from buildllm.lora import save_adapters
 from buildllm.pretrained import pretrained_dir
@@ -301,7 +307,8 @@ def add_finetune_command(commands) -> None:
     p.add_argument("--method", choices=METHODS, default="lora",
                    help="what trains: the head only, everything, or LoRA adapters (default)")
     p.add_argument("--steps", type=int, default=200, help="training steps (200)")
-    p.add_argument("--lr", type=float, help="peak learning rate (1e-3 full, 3e-3 otherwise)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the method's, "
+                   + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (8)")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (16)")
     p.add_argument("--max-tokens", type=int,
@@ -314,7 +321,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     """Train, print the held-out accuracy, save the adapters when asked."""
     if args.out and args.method != "lora":
         raise ValueError("--out saves LoRA adapters: use it with --method lora")
-    lr = (1e-3 if args.method == "full" else 3e-3) if args.lr is None else args.lr
+    lr = LEARNING_RATES[args.method] if args.lr is None else args.lr
     check_finetune_settings(args.method, args.steps, lr, args.rank, args.alpha)  # before loading
     if args.max_tokens is not None and args.max_tokens < 1:
         raise ValueError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
