@@ -62,6 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command's one-line help and its description.
+ABOUT = {
+    "train": ("train a model on Tiny Shakespeare",
+              "Train a GPT as a recipe says; log and checkpoint into --out. Under "
+              "`torchrun --nproc_per_node N -m buildllm.cli train ...` the N processes "
+              "share each batch (DistributedDataParallel)."),
+    "generate": ("generate text from a trained checkpoint",
+              "Continue a prompt with a trained model, printing tokens as they come."),
+    "eval": ("measure a trained model beyond its loss: its report card",
+              "Measure a trained model (chapter 'Measuring a language model'): bits per "
+              "character on Tiny Shakespeare's validation text and on plays it never "
+              "saw, English words, copying and metre of lines sampled after held-out "
+              "speech openings, and multiple choice of the next line. Prints the card "
+              "as a table (95%% intervals beside every share) and writes it as JSON."),
+    "finetune": ("fine-tune a trained model to tell a passage's genre",
+              "Fine-tune a trained model to tell comedy, history and tragedy apart, "
+              "on plays of Shakespeare split by play (chapter 'Fine-tuning'); print the "
+              "accuracy on the held-out plays."),
+}
+
+
+def command(commands, name: str, func, **options) -> argparse.ArgumentParser:
+    """A command's parser, with its words from :data:`ABOUT`, which runs ``func(args)``."""
+    help, description = ABOUT[name]
+    p = commands.add_parser(name, help=help, description=description, **options)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, for the commands that default to the book's model."""
+    p.add_argument("--checkpoint", help="a trained model (default: the book's model, trained "
+                                        "once and cached)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user's mistake is one line on stderr and exit status 2."""
     parser = build_parser()
@@ -150,11 +185,7 @@ def tokenizer_decode(args: argparse.Namespace) -> int:
 
 def add_train_command(commands) -> None:
     """``buildllm train``: its options override the recipe's."""
-    p = commands.add_parser(
-        "train", help="train a model on Tiny Shakespeare",
-        description="Train a GPT as a recipe says; log and checkpoint into --out. Under "
-                    "`torchrun --nproc_per_node N -m buildllm.cli train ...` the N processes "
-                    "share each batch (DistributedDataParallel).")
+    p = command(commands, "train", train_command)
     p.add_argument("--config", default="book",
                    help=f"a recipe ({', '.join(RECIPES)}) or a JSON file (default: book)")
     p.add_argument("--out", default="runs/book", help="output folder (default: runs/book)")
@@ -167,7 +198,6 @@ def add_train_command(commands) -> None:
                    help="what --max-seconds counts: wall-clock seconds (the default) or this "
                         "process's CPU seconds, as make bench does")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
-    p.set_defaults(func=train_command)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -203,9 +233,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def add_generate_command(commands) -> None:
     """``buildllm generate`` (alias ``sample``)."""
-    p = commands.add_parser(
-        "generate", aliases=["sample"], help="generate text from a trained checkpoint",
-        description="Continue a prompt with a trained model, printing tokens as they come.")
+    p = command(commands, "generate", generate_command, aliases=["sample"])
     p.add_argument("--checkpoint", required=True, help="folder written by `buildllm train`")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (200)")
@@ -218,7 +246,6 @@ def add_generate_command(commands) -> None:
     p.add_argument("--quantize", choices=("int8",),
                    help="int8: weights as 8-bit integers, a quarter of the bytes to read per "
                         "token (CPU only)")
-    p.set_defaults(func=generate_command)
 
 
 def generate_command(args: argparse.Namespace) -> int:
@@ -249,15 +276,8 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def add_eval_command(commands) -> None:
     """``buildllm eval``: the report card of a trained model."""
-    p = commands.add_parser(
-        "eval", help="measure a trained model beyond its loss: its report card",
-        description="Measure a trained model (chapter 'Measuring a language model'): bits per "
-                    "character on Tiny Shakespeare's validation text and on plays it never "
-                    "saw, English words, copying and metre of lines sampled after held-out "
-                    "speech openings, and multiple choice of the next line. Prints the card "
-                    "as a table (95%% intervals beside every share) and writes it as JSON.")
-    p.add_argument("--checkpoint", help="a trained model (default: the book's model, trained "
-                                        "once and cached)")
+    p = command(commands, "eval", eval_command)
+    add_checkpoint_option(p)
     p.add_argument("--out", help="a JSON file for the card (default: print only)")
     defaults = Settings()
     p.add_argument("--prompts", type=int, default=defaults.prompts,
@@ -270,7 +290,6 @@ def add_eval_command(commands) -> None:
                    help=f"keep the k most likely tokens ({defaults.top_k})")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed (0)")
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
-    p.set_defaults(func=eval_command)
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -297,13 +316,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def add_finetune_command(commands) -> None:
     """``buildllm finetune``: a genre classifier on Shakespeare's plays."""
-    p = commands.add_parser(
-        "finetune", help="fine-tune a trained model to tell a passage's genre",
-        description="Fine-tune a trained model to tell comedy, history and tragedy apart, "
-                    "on plays of Shakespeare split by play (chapter 'Fine-tuning'); print the "
-                    "accuracy on the held-out plays.")
-    p.add_argument("--checkpoint", help="a trained model (default: the book's model, trained "
-                                        "once and cached)")
+    p = command(commands, "finetune", finetune_command)
+    add_checkpoint_option(p)
     p.add_argument("--method", choices=METHODS, default="lora",
                    help="what trains: the head only, everything, or LoRA adapters (default)")
     p.add_argument("--steps", type=int, default=200, help="training steps (200)")
@@ -314,7 +328,6 @@ def add_finetune_command(commands) -> None:
     p.add_argument("--max-tokens", type=int,
                    help="passages cut to this many tokens (64, or the model's context if less)")
     p.add_argument("--out", help="with --method lora: a folder for the adapters and the head")
-    p.set_defaults(func=finetune_command)
 
 
 def finetune_command(args: argparse.Namespace) -> int:
