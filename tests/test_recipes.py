@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from buildllm.config import RECIPES, TrainConfig, preset
+from buildllm.config import RECIPES, TrainConfig, preset, recipe
 from buildllm.model import GPT
 from buildllm.pretrained import recipe_hash
 
@@ -23,7 +23,7 @@ def test_the_books_recipes_are_there():
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_recipe_by_name_equals_the_same_recipe_as_a_json_file(name, tmp_path):
-    config = TrainConfig.from_json(name)
+    config = recipe(name)
     assert config == RECIPES[name] and config is not RECIPES[name]  # a copy of its own
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(RECIPES[name].to_dict(), indent=1))
@@ -35,7 +35,7 @@ def test_a_recipe_by_name_equals_the_same_recipe_as_a_json_file(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(HASHES))
 def test_the_cache_keys_of_the_books_models_stay(name):
     assert recipe_hash(RECIPES[name]) == HASHES[name]
-    assert recipe_hash(TrainConfig.from_json(name)) == HASHES[name]
+    assert recipe_hash(recipe(name)) == HASHES[name]
 
 
 def test_one_book_the_recipe_trains_the_book_preset():

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from buildllm import checkpoint, data, train
 from buildllm import run as run_
-from buildllm.config import GPTConfig
+from buildllm.config import GPTConfig, recipe
 from buildllm.model import GPT
 from buildllm.tokenizer import BPETokenizer, CharTokenizer, train_bpe
 from shared import CUDA, DEVICES, TEXT, TINY, losses, tiny
@@ -44,6 +44,8 @@ def test_config_errors_name_the_value(tmp_path):
     with pytest.raises(ValueError, match="a training config is a JSON object, got list"):
         train.TrainConfig.from_dict([])
     with pytest.raises(ValueError, match="neither a recipe"):
+        recipe(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="missing.json"):
         train.TrainConfig.from_json(tmp_path / "missing.json")
     for field in ("batch_size", "max_steps", "eval_interval", "eval_windows", "log_interval"):
         for value in (0, -1, 2.5, True):

@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from buildllm import data
 from buildllm.checkpoint import load_model
-from buildllm.config import RECIPES
+from buildllm.config import RECIPES, recipe
 from buildllm.config import check_sampling as check_settings
 from buildllm.device import resolve_device
 from buildllm.evaluate import Settings, format_cards, report_card
@@ -202,7 +202,7 @@ def add_train_command(commands) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     """Train as the recipe and the options say; print the final scores and where they are."""
-    config = TrainConfig.from_json(args.config)
+    config = recipe(args.config)
     overrides = {"device": args.device, "dtype": args.dtype, "max_steps": args.max_steps,
                  "max_seconds": args.max_seconds}
     config = TrainConfig.from_dict({**config.to_dict(),

@@ -237,22 +237,17 @@ class TrainConfig:
         return from_fields(cls, {**fields, "model": made}, "training option")
 
     @classmethod
-    def from_json(cls, name_or_path: str | os.PathLike) -> TrainConfig:
-        """A recipe by name (``"book"``, see :data:`RECIPES`) or a JSON file's path."""
-        if str(name_or_path) in RECIPES:
-            return cls.from_dict(RECIPES[str(name_or_path)].to_dict())  # a copy of its own
-        fix = "pass a recipe's name, or a UTF-8 JSON object of training options (see RECIPES)"
-        if not os.path.exists(name_or_path):
-            raise ValueError(f"--config {str(name_or_path)!r} is neither a recipe "
-                             f"({', '.join(RECIPES)}) nor a JSON file")
-        text = read_text(name_or_path, fix)  # a folder, or not UTF-8: a ValueError naming it
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+        """The training options in a JSON file (an object of :class:`TrainConfig` fields)."""
+        fix = "write a UTF-8 JSON object of training options (see RECIPES)"
+        text = read_text(path, fix)  # missing, a folder, or not UTF-8: a ValueError naming it
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{name_or_path} is not a JSON file of training options ({e.msg} "
+            raise ValueError(f"{path} is not a JSON file of training options ({e.msg} "
                              f"at line {e.lineno}, column {e.colno}); {fix}") from None
         except (ValueError, TypeError) as e:
-            raise ValueError(f"{name_or_path}: {e}") from None
+            raise ValueError(f"{path}: {e}") from None
 
 
 RECIPES: dict[str, TrainConfig] = {
@@ -276,3 +271,14 @@ RECIPES["modern"] = TrainConfig(
     model=preset("llama", n_layer=2, block_size=64), tokenizer="bpe", batch_size=16,
     max_steps=2000, lr=3e-3, min_lr=0.0, warmup_steps=50, schedule="wsd", cooldown=0.5,
     eval_interval=500)
+
+
+def recipe(name_or_path: str | os.PathLike) -> TrainConfig:
+    """A recipe by name (a copy of :data:`RECIPES`'s) or a JSON file of training options: what
+    ``buildllm train --config`` takes."""
+    if str(name_or_path) in RECIPES:
+        return TrainConfig.from_dict(RECIPES[str(name_or_path)].to_dict())  # a copy of its own
+    if not os.path.exists(name_or_path):
+        raise ValueError(f"--config {str(name_or_path)!r} is neither a recipe "
+                         f"({', '.join(RECIPES)}) nor a JSON file")
+    return TrainConfig.from_json(name_or_path)
