@@ -1,7 +1,12 @@
-"""Two Sphinx additions of the book, loaded by `_config.yml` (`local_extensions`).
+"""The book's Sphinx additions, loaded by `_config.yml` (`local_extensions`).
 
-- The edition on the title page: the library's version and the git commit the book was built
-  from, dated by that commit (not by the day of the build).
+- The edition on the title page: the library's version, and on its back the git commit the
+  book was built from, dated by that commit (not by the day of the build).
+- The printed page design, `bookstyle.sty` (this folder), loaded into the LaTeX; before each
+  code box the number of its lines and of the rows that must fit on the page
+  (`\bookcodebox`), so that a box splits only with four lines on each side and a code cell's
+  output starts on the page where its code ends; table columns that Markdown aligns right
+  (`|--:|`) are right-aligned in print too.
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
   of the API reference leave the index (the reference's own headings and links stay).
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
@@ -10,16 +15,24 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from docutils import nodes
 from pybtex.plugin import register_plugin
-from sphinx import addnodes
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
+from sphinx import addnodes
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 ROOT = Path(__file__).resolve().parents[2]
+STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
+# Characters of 8.5 pt DejaVu Sans Mono on a line of a code box (148 mm, less its padding).
+CODE_COLUMNS = 80
+# Tables of more rows than this are set as longtables, which break across pages.
+LONG_TABLE = 20
 
 
 def _git(*args: str) -> str:
@@ -41,6 +54,14 @@ def set_edition(app, config) -> None:
     config.release = f"{release}, commit {commit}{dirty}" if commit else release
     config.version = release
     config.today = _git("log", "-1", "--format=%cs") or config.today
+    # The LaTeX: the design file, and the edition and commit for the title and copyright pages.
+    config.latex_additional_files = [*config.latex_additional_files, str(STYLE)]
+    elements = dict(config.latex_elements)
+    elements["preamble"] = (
+        f"\\renewcommand{{\\bookedition}}{{{release}}}\n"
+        f"\\renewcommand{{\\bookcommit}}{{{commit or 'unknown'}{dirty}}}\n"
+        + elements.get("preamble", ""))
+    config.latex_elements = elements
 
 
 def _surname(person) -> str:
@@ -88,8 +109,110 @@ def drop_api_index_entries(app, doctree) -> None:
             node.parent.remove(node)
 
 
+def _rows(line: str) -> int:
+    """Printed rows of one line of code: a long line wraps."""
+    return max(1, math.ceil(len(line.expandtabs()) / CODE_COLUMNS))
+
+
+def code_box_need(text: str) -> tuple[str, int]:
+    """(breaks, rows) for a code box: a 0 or 1 for each line, 1 where the box may break
+    before that line (at least four non-blank lines on each side, and no blank line at the
+    top of the next page), and the rows that must fit on the page where the box starts: up
+    to its first break, or all of them."""
+    lines = text.rstrip("\n").split("\n")
+    filled = [bool(line.strip()) for line in lines]
+    breaks = "".join(
+        "1" if filled[j] and sum(filled[:j]) >= 4 and sum(filled[j:]) >= 4 else "0"
+        for j in range(len(lines)))
+    first = breaks.find("1")
+    return breaks, sum(_rows(line) for line in (lines if first < 0 else lines[:first]))
+
+
+class PrintedCodeBoxes(SphinxPostTransform):
+    """``\\bookcodebox{breaks}{rows}`` before each code box of the LaTeX. A code cell's box
+    also reserves the first rows of its output's box, so that output and code start on one
+    page when the code does not split."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        for block in list(self.document.findall(nodes.literal_block)):
+            if any(isinstance(a, (nodes.table, nodes.footnote)) for a in _ancestors(block)):
+                continue
+            breaks, rows = code_box_need(block.astext())
+            output = _cell_output_block(block)
+            if output is not None and "1" not in breaks:
+                rows += code_box_need(output.astext())[1]
+            target = block.parent if _is_captioned(block) else block
+            raw = nodes.raw("", f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n", format="latex")
+            target.parent.insert(target.parent.index(target), raw)
+
+
+def _ancestors(node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
+
+
+def _is_captioned(block) -> bool:
+    return isinstance(block.parent, nodes.container) and block.parent.get("literal_block")
+
+
+def _cell_output_block(block):
+    """The first output box of the notebook cell whose code is ``block``, or None."""
+    box = block.parent
+    if not (isinstance(box, nodes.container) and "cell_input" in box["classes"]):
+        return None
+    cell = box.parent
+    after = cell.index(box) + 1
+    if after < len(cell) and "cell_output" in cell[after].get("classes", []):
+        output = cell[after]
+        if output.children and isinstance(output[0], nodes.literal_block):
+            return output[0]
+    return None
+
+
+class RightAlignedColumns(SphinxPostTransform):
+    """A table whose Markdown aligns columns right (``|--:|``, cells of class
+    ``text-right``) gets a LaTeX column spec that aligns them right too."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        for table in list(self.document.findall(nodes.table)):
+            tgroup = next(iter(table.findall(nodes.tgroup)), None)
+            if tgroup is None:
+                continue
+            rows = list(tgroup.findall(nodes.row))
+            if not rows or any(len(row) != tgroup["cols"] for row in rows):
+                continue  # merged cells: leave the table to Sphinx
+            if any(not all(isinstance(c, nodes.paragraph) for c in entry) for row in rows
+                   for entry in row):
+                continue  # cells with code or lists: Sphinx sets those in a `tabular`
+            right = ["text-right" in rows[-1][k]["classes"] for k in range(tgroup["cols"])]
+            if not any(right):
+                continue
+            if len(rows) <= LONG_TABLE:
+                spec = "".join("R" if r else "T" for r in right)  # tabulary's column types
+            else:
+                # A long table may break across pages (a tabulary cannot): a longtable, with
+                # columns as wide as their longest cell (within bounds).
+                table["classes"].append("longtable")
+                widths = [min(30, max(4, *(len(row[k].astext()) for row in rows)))
+                          for k in range(len(right))]
+                spec = "".join(
+                    (">{\\raggedleft\\arraybackslash}" if r else "")
+                    + f"\\X{{{w}}}{{{sum(widths)}}}" for r, w in zip(right, widths))
+            table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
+
+
 def setup(app):
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     app.connect("config-inited", set_edition)
     app.connect("doctree-read", drop_api_index_entries)
+    app.add_latex_package("bookstyle", after_hyperref=True)
+    app.add_post_transform(PrintedCodeBoxes)
+    app.add_post_transform(RightAlignedColumns)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
