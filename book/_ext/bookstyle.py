@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
 # Characters of 8.5 pt DejaVu Sans Mono on a line of a code box (148 mm, less its padding).
 CODE_COLUMNS = 80
+# A code cell whose code and output's first rows fit in this many rows of code (about half a
+# page) starts on a page where they all fit; the space between two boxes, in rows.
+KEEP_TOGETHER = 30
+OUTPUT_GAP = 2
 # Tables of more rows than this are set as longtables, which break across pages.
 LONG_TABLE = 20
 
@@ -130,8 +134,8 @@ def code_box_need(text: str) -> tuple[str, int]:
 
 class PrintedCodeBoxes(SphinxPostTransform):
     """``\\bookcodebox{breaks}{rows}`` before each code box of the LaTeX. A code cell's box
-    also reserves the first rows of its output's box, so that output and code start on one
-    page when the code does not split."""
+    also reserves the first rows of its output's box, so that the output starts on the page
+    where the code ends (unless together they would take more than half a page)."""
 
     default_priority = 900
     builders = ("latex",)
@@ -142,8 +146,13 @@ class PrintedCodeBoxes(SphinxPostTransform):
                 continue
             breaks, rows = code_box_need(block.astext())
             output = _cell_output_block(block)
-            if output is not None and "1" not in breaks:
-                rows += code_box_need(output.astext())[1]
+            if output is not None:
+                # The code and the first rows of its output on one page, unless that is more
+                # than half a page: then the code breaks where it may.
+                whole = sum(_rows(line) for line in block.astext().rstrip("\n").split("\n"))
+                with_output = whole + code_box_need(output.astext())[1] + OUTPUT_GAP
+                if with_output <= KEEP_TOGETHER:
+                    rows = with_output
             target = block.parent if _is_captioned(block) else block
             raw = nodes.raw("", f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n", format="latex")
             target.parent.insert(target.parent.index(target), raw)
