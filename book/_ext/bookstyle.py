@@ -9,6 +9,10 @@
   (`|--:|`) are right-aligned in print too.
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
   of the API reference leave the index (the reference's own headings and links stay).
+- Code as a reader reads it: listings of the library and the chapters' code cells show
+  docstring roles as their names (":class:`~buildllm.model.GPT`" as "GPT") and no linter
+  comments ("# noqa: E731"); the API reference shows a dataclass field's default factory
+  as "...", not "<factory>" (which Sphinx cannot parse, so it printed the raw signature).
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -16,6 +20,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -104,6 +109,50 @@ class AuthorYearStyle(UnsrtStyle):
 
     default_label_style = AuthorYearLabels
     default_sorting_style = "author_year_title"
+
+
+ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):"
+                  r"`(?P<short>~?)(?P<text>[^`<]*?)\s*(?:<(?P<target>[^>`]+)>)?`")
+NOQA = re.compile(r"#\s*noqa\b(?::\s*[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*)?\s*")
+
+
+def _role_text(match: re.Match) -> str:
+    text = match["text"]
+    if match["short"] and not match["target"]:
+        return text.rsplit(".", 1)[-1]
+    return text
+
+
+def readable_code(code: str) -> str:
+    """Code as printed: roles as their names, no ``# noqa`` (a comment after it stays)."""
+    lines = []
+    for line in ROLE.sub(_role_text, code).split("\n"):
+        if (m := NOQA.search(line)) is not None:
+            rest = line[m.end():]
+            line = line[:m.start()] + "# " + rest if rest.strip() else line[:m.start()].rstrip()
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def readable_listings(app, doctree) -> None:
+    """Rewrite the text of ``literalinclude`` listings and of code cells (not outputs)."""
+    for block in list(doctree.findall(nodes.literal_block)):
+        parent = block.parent
+        is_cell = isinstance(parent, nodes.container) and "cell_input" in parent["classes"]
+        if not (is_cell or block.get("source")):
+            continue
+        text = block.astext()
+        new = readable_code(text)
+        if new != text:
+            block.rawsource = new
+            block[:] = [nodes.Text(new)]
+
+
+def readable_factory_defaults(app, what, name, obj, options, signature, return_annotation):
+    """``= <factory>`` (a dataclass field's default factory) as ``= ...``."""
+    if signature and "<factory>" in signature:
+        return signature.replace("<factory>", "..."), return_annotation
+    return None
 
 
 def drop_api_index_entries(app, doctree) -> None:
@@ -221,6 +270,8 @@ def setup(app):
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     app.connect("config-inited", set_edition)
     app.connect("doctree-read", drop_api_index_entries)
+    app.connect("doctree-read", readable_listings)
+    app.connect("autodoc-process-signature", readable_factory_defaults)
     app.add_latex_package("bookstyle", after_hyperref=True)
     app.add_post_transform(PrintedCodeBoxes)
     app.add_post_transform(RightAlignedColumns)
