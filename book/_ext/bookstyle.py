@@ -13,6 +13,10 @@
   docstring roles as their names (":class:`~buildllm.model.GPT`" as "GPT") and no linter
   comments ("# noqa: E731"); the API reference shows a dataclass field's default factory
   as "...", not "<factory>" (which Sphinx cannot parse, so it printed the raw signature).
+- Index entries on the term's own page: an `{index}` directive written before a paragraph
+  (or under a heading) gives each of its terms an anchor at the term's first mention in the
+  prose that follows (within the next two headings); a term not named there as written, at
+  the start of the next paragraph.
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -30,6 +34,7 @@ from pybtex.plugin import register_plugin
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
 from sphinx import addnodes
+from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +160,101 @@ def readable_factory_defaults(app, what, name, obj, options, signature, return_a
     return None
 
 
+def _index_term(value: str) -> str:
+    """The words that an index entry's text names: "RoPE (rotary position embedding)" ->
+    "RoPE", "byte-pair encoding; merge" -> "merge"."""
+    return re.sub(r"\s*\(.*?\)", "", value.split(";")[-1]).strip()
+
+
+_NOT_TEXT = (nodes.FixedTextElement, nodes.math, nodes.raw, nodes.title, nodes.comment,
+             nodes.target, nodes.caption, addnodes.index)
+
+
+def _first_mention(start: nodes.Node, term: str, headings: int = 2):
+    """(text node, offset) of the first mention of ``term`` in prose after ``start``, before
+    the text has passed ``headings`` more headings (an index directive written at the end of
+    the section before the one that explains its term still finds it), or None. Code cells,
+    code, math, headings and captions do not count."""
+    pattern = re.compile(r"(?<![\w-])" + re.escape(term), re.IGNORECASE)
+    passed = 0
+    for node in start.findall(include_self=False, siblings=True, ascend=True):
+        if isinstance(node, nodes.title):
+            passed += 1
+            if passed > headings:
+                return None
+        if not isinstance(node, nodes.Text):
+            continue
+        if any(isinstance(a, _NOT_TEXT) or "cell" in a.get("classes", ())
+               for a in _ancestors(node) if isinstance(a, nodes.Element)):
+            continue
+        if (m := pattern.search(str(node))) is not None:
+            return node, m.start()
+    return None
+
+
+def _insert_before(text: nodes.Text, offset: int, new: list[nodes.Node]) -> None:
+    """Put ``new`` before character ``offset`` of ``text``: inside its paragraph, or before
+    the inline element (emphasis, code, link) that holds it."""
+    parent = text.parent
+    if isinstance(parent, nodes.paragraph):
+        at = parent.index(text)
+        before, after = str(text)[:offset], str(text)[offset:]
+        parent[at:at + 1] = [*([nodes.Text(before)] if before else []), *new, nodes.Text(after)]
+        return
+    inline = text
+    while inline.parent is not None and not isinstance(inline.parent, nodes.paragraph):
+        inline = inline.parent
+    if inline.parent is None:
+        return
+    at = inline.parent.index(inline)
+    inline.parent[at:at] = new
+
+
+class IndexAtTheTerm(SphinxTransform):
+    """Move each entry of a block ``index`` directive to its term's first mention."""
+
+    default_priority = 800  # before SphinxDomains (850) records the entries and their anchors
+
+    def apply(self, **kwargs) -> None:
+        for index in list(self.document.findall(addnodes.index)):
+            parent = index.parent
+            if parent is None or isinstance(parent, nodes.TextElement):
+                continue  # an inline {index} role: already at its term
+            kept = []
+            for k, entry in enumerate(index["entries"]):
+                kind, value, tid, main, key = entry
+                found = _first_mention(index, _index_term(value))
+                if found is None:
+                    kept.append(entry)
+                    continue
+                anchor = f"{tid}-{k}"
+                new_target = nodes.target("", "", ids=[anchor])
+                self.document.ids[anchor] = new_target
+                new_index = addnodes.index(entries=[(kind, value, anchor, main, key)],
+                                           inline=True)
+                _insert_before(*found, [new_target, new_index])
+            # Terms the prose does not name as written: at the start of the next paragraph,
+            # so that a page break before that paragraph does not leave them behind.
+            paragraph = next((p for p in index.findall(nodes.paragraph, include_self=False,
+                                                       siblings=True, ascend=True)
+                              if not any(isinstance(a, _NOT_TEXT) or "cell" in a.get(
+                                  "classes", ()) for a in _ancestors(p))), None)
+            if kept and paragraph is not None and paragraph.children:
+                anchor = f"{kept[0][2]}-at"
+                new_target = nodes.target("", "", ids=[anchor])
+                self.document.ids[anchor] = new_target
+                new_index = addnodes.index(entries=[(kind, value, anchor, main, key)
+                                                    for kind, value, _tid, main, key in kept],
+                                           inline=True)
+                paragraph[0:0] = [new_target, new_index]
+                kept = []
+            if kept:
+                index["entries"] = kept
+            else:
+                # (docutils has already moved the directive's anchor to the next paragraph)
+                parent.remove(index)
+
+
 def drop_api_index_entries(app, doctree) -> None:
     """Remove the index entries of the API reference's page (``book/api``)."""
     if app.env.docname.endswith("api"):
@@ -273,6 +373,7 @@ def setup(app):
     app.connect("doctree-read", readable_listings)
     app.connect("autodoc-process-signature", readable_factory_defaults)
     app.add_latex_package("bookstyle", after_hyperref=True)
+    app.add_transform(IndexAtTheTerm)
     app.add_post_transform(PrintedCodeBoxes)
     app.add_post_transform(RightAlignedColumns)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
