@@ -33,6 +33,7 @@ from docutils import nodes
 from pybtex.plugin import register_plugin
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearTitleSorting
 from sphinx import addnodes
 from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
@@ -109,11 +110,19 @@ class AuthorYearLabels(BaseLabelStyle):
         return f"{who}, {entry.fields.get('year', 'n.d.')}"
 
 
+class AuthorYearSorting(AuthorYearTitleSorting):
+    """Author, year, title, with a name's BibTeX braces left out: "{Gemma Team}" sorts under
+    G, not after Z."""
+
+    def person_key(self, person) -> str:
+        return super().person_key(person).replace("{", "").replace("}", "")
+
+
 class AuthorYearStyle(UnsrtStyle):
     """pybtex's unsrt formatting, with author-year labels, sorted by author then year."""
 
     default_label_style = AuthorYearLabels
-    default_sorting_style = "author_year_title"
+    default_sorting_style = "author_year_title_plain"
 
 
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):"
@@ -256,10 +265,12 @@ class IndexAtTheTerm(SphinxTransform):
 
 
 def drop_api_index_entries(app, doctree) -> None:
-    """Remove the index entries of the API reference's page (``book/api``)."""
+    """Remove the index entries of the API reference's page (``book/api``), from the page and
+    from what the index domain has recorded (the HTML index is built from that)."""
     if app.env.docname.endswith("api"):
         for node in list(doctree.findall(addnodes.index)):
             node.parent.remove(node)
+        app.env.get_domain("index").entries.pop(app.env.docname, None)
 
 
 def _rows(line: str) -> int:
@@ -367,6 +378,7 @@ class RightAlignedColumns(SphinxPostTransform):
 
 
 def setup(app):
+    register_plugin("pybtex.style.sorting", "author_year_title_plain", AuthorYearSorting)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     app.connect("config-inited", set_edition)
     app.connect("doctree-read", drop_api_index_entries)
