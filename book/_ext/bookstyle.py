@@ -342,6 +342,10 @@ def _cell_output_block(block):
     return None
 
 
+def _longest_word(rows, k: int) -> int:
+    return max((len(word) for row in rows for word in row[k].astext().split()), default=1)
+
+
 class RightAlignedColumns(SphinxPostTransform):
     """A table whose Markdown aligns columns right (``|--:|``, cells of class
     ``text-right``) gets a LaTeX column spec that aligns them right too."""
@@ -363,17 +367,25 @@ class RightAlignedColumns(SphinxPostTransform):
             right = ["text-right" in rows[-1][k]["classes"] for k in range(tgroup["cols"])]
             if not any(right):
                 continue
-            if len(rows) <= LONG_TABLE:
+            given = "colwidths-given" in table["classes"]
+            if len(rows) <= LONG_TABLE and not given:
                 spec = "".join("R" if r else "T" for r in right)  # tabulary's column types
             else:
-                # A long table may break across pages (a tabulary cannot): a longtable, with
-                # columns as wide as their longest cell (within bounds).
-                table["classes"].append("longtable")
-                widths = [min(30, max(4, *(len(row[k].astext()) for row in rows)))
-                          for k in range(len(right))]
-                spec = "".join(
-                    (">{\\raggedleft\\arraybackslash}" if r else "")
-                    + f"\\X{{{w}}}{{{sum(widths)}}}" for r, w in zip(right, widths))
+                # Columns of fixed widths: those the table gives, or for a long table (which
+                # breaks across pages, as a tabulary cannot) as wide as its longest cell.
+                if len(rows) > LONG_TABLE:
+                    table["classes"].append("longtable")
+                if given:
+                    widths = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
+                    # no column narrower than its longest word ("count" was cut to "cour")
+                    total = sum(widths)
+                    widths = [max(w, round((_longest_word(rows, k) + 3) * total / 75))
+                              for k, w in enumerate(widths)]
+                else:
+                    widths = [min(30, max(4, *(len(row[k].astext()) for row in rows)))
+                              for k in range(len(right))]
+                spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{sum(widths)}}}"
+                               for r, w in zip(right, widths))
             table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
 
 
