@@ -48,6 +48,8 @@ KEEP_TOGETHER = 30
 OUTPUT_GAP = 2
 # Tables of more rows than this are set as longtables, which break across pages.
 LONG_TABLE = 20
+# Tables of this many columns are set in \small, of more in \footnotesize.
+WIDE_TABLE = 7
 
 
 def _git(*args: str) -> str:
@@ -348,7 +350,8 @@ def _longest_word(rows, k: int) -> int:
 
 class RightAlignedColumns(SphinxPostTransform):
     """A table whose Markdown aligns columns right (``|--:|``, cells of class
-    ``text-right``) gets a LaTeX column spec that aligns them right too."""
+    ``text-right``) gets a LaTeX column spec that aligns them right too. A table of many
+    columns is set in a smaller size."""
 
     default_priority = 900
     builders = ("latex",)
@@ -358,6 +361,13 @@ class RightAlignedColumns(SphinxPostTransform):
             tgroup = next(iter(table.findall(nodes.tgroup)), None)
             if tgroup is None:
                 continue
+            if tgroup["cols"] >= WIDE_TABLE:
+                at = table.parent.index(table)
+                table.parent.insert(at + 1, nodes.raw("", "\n\\par\\endgroup\n",
+                                                      format="latex"))
+                size = "\\footnotesize" if tgroup["cols"] > WIDE_TABLE else "\\small"
+                table.parent.insert(at, nodes.raw("", f"\n\\begingroup{size}\n",
+                                                  format="latex"))
             rows = list(tgroup.findall(nodes.row))
             if not rows or any(len(row) != tgroup["cols"] for row in rows):
                 continue  # merged cells: leave the table to Sphinx
@@ -381,10 +391,13 @@ class RightAlignedColumns(SphinxPostTransform):
                     total = sum(widths)
                     widths = [max(w, round((_longest_word(rows, k) + 3) * total / 75))
                               for k, w in enumerate(widths)]
-                else:
-                    widths = [min(30, max(4, *(len(row[k].astext()) for row in rows)))
+                else:  # in characters, at least the longest word: "-0.959" was cut
+                    widths = [max(_longest_word(rows, k) + 2,
+                                  min(30, max(len(row[k].astext()) for row in rows)))
                               for k in range(len(right))]
-                spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{sum(widths)}}}"
+                # (a table of fewer than a line's characters is narrower than the line)
+                total = sum(widths) if given else max(sum(widths), 75)
+                spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
                                for r, w in zip(right, widths))
             table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
 
