@@ -62,6 +62,7 @@ pdf: install tex _build/config-stored.yml
 	@test -s _build/latex/book.pdf && echo "PDF: _build/latex/book.pdf"
 	@if grep -n "has occurred while .output is active" _build/latex/book.log; then \
 	  echo "PDF: a page overflows (text or code runs off it; see _build/latex/book.log)"; exit 1; fi
+	$(BIN)/python scripts/check_pdf.py _build/latex/book.pdf
 
 # ---- tests ----------------------------------------------------------------------------------
 test: install tex

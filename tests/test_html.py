@@ -73,3 +73,73 @@ def test_the_measure_sees_what_it_must(browser, tmp_path):
     m = measure(browser, page, 1280)
     assert m["pageWidth"] > m["windowWidth"]
     assert m["brokenImages"] and m["wideCode"] and m["wideTables"] and m["unrenderedMath"]
+
+
+# ---- The design points of issue 28 (point 11) ----------------------------------------------
+
+VISIBLE = "(e => e.offsetParent !== null)"
+
+
+def test_narrow_code_keeps_its_indentation(browser):
+    """At a phone's width, code scrolls inside its box instead of wrapping back to column 0."""
+    browser.open(HTML / "book" / "04_gpt.html", 390)
+    spaces = browser.evaluate(
+        "[...document.querySelectorAll('article div.highlight pre')]"
+        f".filter{VISIBLE}.map(e => getComputedStyle(e).whiteSpace)")
+    assert spaces and set(spaces) == {"pre"}, spaces
+    assert browser.evaluate("document.documentElement.scrollWidth <= innerWidth")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_index_is_in_the_navigation_and_fits(browser, width):
+    browser.open(HTML / "book" / "04_gpt.html", width)
+    links = browser.evaluate(
+        "[...document.querySelectorAll('.bd-sidebar-primary a')]"
+        ".map(a => a.getAttribute('href')).filter(h => h && h.endsWith('genindex.html'))")
+    assert links, "no link to the index in the navigation"
+    browser.open(HTML / "genindex.html", width)
+    assert browser.evaluate("document.querySelectorAll('table.indextable a').length") > 50
+    assert browser.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    api = browser.evaluate("[...document.querySelectorAll('table.indextable a')]"
+                           ".filter(a => a.textContent.includes('in module buildllm')).length")
+    assert api == 0, "the index lists ideas; the API reference has its own contents"
+
+
+def test_glued_numbers_read_as_the_text_around_them(browser):
+    browser.open(HTML / "book" / "05_training.html", 1280)
+    weights = browser.evaluate(
+        "[...document.querySelectorAll('article p > span.pasted-text')]"
+        ".map(e => [getComputedStyle(e).fontWeight, getComputedStyle(e.parentElement).fontWeight])")
+    assert weights and all(own == around for own, around in weights), weights
+
+
+@pytest.mark.parametrize("page", ["book/04_gpt", "search"])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_one_search_box(browser, page, width):
+    browser.open(HTML / f"{page}.html", width)
+    boxes = browser.evaluate(
+        "[...document.querySelectorAll('.search-button-field, .search-button, "
+        f"input[type=search]')].filter{VISIBLE}.length")
+    assert boxes == 1, f"{boxes} search boxes"
+
+
+def test_the_api_contents_column_shows_whole_names(browser):
+    browser.open(HTML / "book" / "api.html", 1280)
+    cut = browser.evaluate(
+        "(() => { const col = document.querySelector('.bd-sidebar-secondary');"
+        " const right = col.getBoundingClientRect().right;"
+        " return [...col.querySelectorAll('a')].filter(a => a.offsetParent !== null &&"
+        " (a.getBoundingClientRect().right > right + 1 || a.getClientRects().length > 1))"
+        ".map(a => a.textContent.trim()); })()")
+    assert not cut, f"cut off or broken over two lines: {cut}"
+
+
+def test_the_bibliography_is_ragged_right_and_in_order(browser):
+    browser.open(HTML / "book" / "bibliography.html", 1280)
+    aligns = browser.evaluate("[...document.querySelectorAll('div.citation p')]"
+                              ".map(p => getComputedStyle(p).textAlign)")
+    assert aligns and set(aligns) <= {"left", "start"}, set(aligns)
+    labels = browser.evaluate("[...document.querySelectorAll('div.citation > span.label')]"
+                              ".map(s => s.textContent.replace(/[\\[\\]]/g, ''))")
+    surnames = [label.split()[0].strip(",").lower() for label in labels]  # by first author
+    assert surnames == sorted(surnames), labels

@@ -1,25 +1,55 @@
-"""Two Sphinx additions of the book, loaded by `_config.yml` (`local_extensions`).
+"""The book's Sphinx additions, loaded by `_config.yml` (`local_extensions`).
 
-- The edition on the title page: the library's version and the git commit the book was built
-  from, dated by that commit (not by the day of the build).
+- The edition on the title page: the library's version, and on its back the git commit the
+  book was built from, dated by that commit (not by the day of the build).
+- The printed page design, `bookstyle.sty` (this folder), loaded into the LaTeX; before each
+  code box the number of its lines and of the rows that must fit on the page
+  (`\bookcodebox`), so that a box splits only with four lines on each side and a code cell's
+  output starts on the page where its code ends; table columns that Markdown aligns right
+  (`|--:|`) are right-aligned in print too.
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
   of the API reference leave the index (the reference's own headings and links stay).
+- Code as a reader reads it: listings of the library and the chapters' code cells show
+  docstring roles as their names (":class:`~buildllm.model.GPT`" as "GPT") and no linter
+  comments ("# noqa: E731"); the API reference shows a dataclass field's default factory
+  as "...", not "<factory>" (which Sphinx cannot parse, so it printed the raw signature).
+- Index entries on the term's own page: an `{index}` directive written before a paragraph
+  (or under a heading) gives each of its terms an anchor at the term's first mention in the
+  prose that follows (within the next two headings); a term not named there as written, at
+  the start of the next paragraph.
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from docutils import nodes
 from pybtex.plugin import register_plugin
-from sphinx import addnodes
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearTitleSorting
+from sphinx import addnodes
+from sphinx.transforms import SphinxTransform
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 ROOT = Path(__file__).resolve().parents[2]
+STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
+# Characters of 8.5 pt DejaVu Sans Mono on a line of a code box (148 mm, less its padding).
+CODE_COLUMNS = 80
+# A code cell whose code and output's first rows fit in this many rows of code (about half a
+# page) starts on a page where they all fit; the space between two boxes, in rows.
+KEEP_TOGETHER = 30
+OUTPUT_GAP = 2
+# Tables of more rows than this are set as longtables, which break across pages.
+LONG_TABLE = 20
+# Tables of this many columns are set in \small, of more in \footnotesize.
+WIDE_TABLE = 7
 
 
 def _git(*args: str) -> str:
@@ -41,6 +71,14 @@ def set_edition(app, config) -> None:
     config.release = f"{release}, commit {commit}{dirty}" if commit else release
     config.version = release
     config.today = _git("log", "-1", "--format=%cs") or config.today
+    # The LaTeX: the design file, and the edition and commit for the title and copyright pages.
+    config.latex_additional_files = [*config.latex_additional_files, str(STYLE)]
+    elements = dict(config.latex_elements)
+    elements["preamble"] = (
+        f"\\renewcommand{{\\bookedition}}{{{release}}}\n"
+        f"\\renewcommand{{\\bookcommit}}{{{commit or 'unknown'}{dirty}}}\n"
+        + elements.get("preamble", ""))
+    config.latex_elements = elements
 
 
 def _surname(person) -> str:
@@ -74,22 +112,305 @@ class AuthorYearLabels(BaseLabelStyle):
         return f"{who}, {entry.fields.get('year', 'n.d.')}"
 
 
+class AuthorYearSorting(AuthorYearTitleSorting):
+    """Author, year, title, with a name's BibTeX braces left out: "{Gemma Team}" sorts under
+    G, not after Z."""
+
+    def person_key(self, person) -> str:
+        return super().person_key(person).replace("{", "").replace("}", "")
+
+
 class AuthorYearStyle(UnsrtStyle):
     """pybtex's unsrt formatting, with author-year labels, sorted by author then year."""
 
     default_label_style = AuthorYearLabels
-    default_sorting_style = "author_year_title"
+    default_sorting_style = "author_year_title_plain"
+
+
+ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):"
+                  r"`(?P<short>~?)(?P<text>[^`<]*?)\s*(?:<(?P<target>[^>`]+)>)?`")
+NOQA = re.compile(r"#\s*noqa\b(?::\s*[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*)?\s*")
+
+
+def _role_text(match: re.Match) -> str:
+    text = match["text"]
+    if match["short"] and not match["target"]:
+        return text.rsplit(".", 1)[-1]
+    return text
+
+
+def readable_code(code: str) -> str:
+    """Code as printed: roles as their names, no ``# noqa`` (a comment after it stays)."""
+    lines = []
+    for line in ROLE.sub(_role_text, code).split("\n"):
+        if (m := NOQA.search(line)) is not None:
+            rest = line[m.end():]
+            line = line[:m.start()] + "# " + rest if rest.strip() else line[:m.start()].rstrip()
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def readable_listings(app, doctree) -> None:
+    """Rewrite the text of ``literalinclude`` listings and of code cells (not outputs)."""
+    for block in list(doctree.findall(nodes.literal_block)):
+        parent = block.parent
+        is_cell = isinstance(parent, nodes.container) and "cell_input" in parent["classes"]
+        if not (is_cell or block.get("source")):
+            continue
+        text = block.astext()
+        new = readable_code(text)
+        if new != text:
+            block.rawsource = new
+            block[:] = [nodes.Text(new)]
+
+
+def readable_factory_defaults(app, what, name, obj, options, signature, return_annotation):
+    """``= <factory>`` (a dataclass field's default factory) as ``= ...``."""
+    if signature and "<factory>" in signature:
+        return signature.replace("<factory>", "..."), return_annotation
+    return None
+
+
+def _index_term(value: str) -> str:
+    """The words that an index entry's text names: "RoPE (rotary position embedding)" ->
+    "RoPE", "byte-pair encoding; merge" -> "merge"."""
+    return re.sub(r"\s*\(.*?\)", "", value.split(";")[-1]).strip()
+
+
+_NOT_TEXT = (nodes.FixedTextElement, nodes.math, nodes.raw, nodes.title, nodes.comment,
+             nodes.target, nodes.caption, addnodes.index)
+
+
+def _first_mention(start: nodes.Node, term: str, headings: int = 2):
+    """(text node, offset) of the first mention of ``term`` in prose after ``start``, before
+    the text has passed ``headings`` more headings (an index directive written at the end of
+    the section before the one that explains its term still finds it), or None. Code cells,
+    code, math, headings and captions do not count."""
+    pattern = re.compile(r"(?<![\w-])" + re.escape(term), re.IGNORECASE)
+    passed = 0
+    for node in start.findall(include_self=False, siblings=True, ascend=True):
+        if isinstance(node, nodes.title):
+            passed += 1
+            if passed > headings:
+                return None
+        if not isinstance(node, nodes.Text):
+            continue
+        if any(isinstance(a, _NOT_TEXT) or "cell" in a.get("classes", ())
+               for a in _ancestors(node) if isinstance(a, nodes.Element)):
+            continue
+        if (m := pattern.search(str(node))) is not None:
+            return node, m.start()
+    return None
+
+
+def _insert_before(text: nodes.Text, offset: int, new: list[nodes.Node]) -> None:
+    """Put ``new`` before character ``offset`` of ``text``: inside its paragraph, or before
+    the inline element (emphasis, code, link) that holds it."""
+    parent = text.parent
+    if isinstance(parent, nodes.paragraph):
+        at = parent.index(text)
+        before, after = str(text)[:offset], str(text)[offset:]
+        parent[at:at + 1] = [*([nodes.Text(before)] if before else []), *new, nodes.Text(after)]
+        return
+    inline = text
+    while inline.parent is not None and not isinstance(inline.parent, nodes.paragraph):
+        inline = inline.parent
+    if inline.parent is None:
+        return
+    at = inline.parent.index(inline)
+    inline.parent[at:at] = new
+
+
+class IndexAtTheTerm(SphinxTransform):
+    """Move each entry of a block ``index`` directive to its term's first mention."""
+
+    default_priority = 800  # before SphinxDomains (850) records the entries and their anchors
+
+    def apply(self, **kwargs) -> None:
+        for index in list(self.document.findall(addnodes.index)):
+            parent = index.parent
+            if parent is None or isinstance(parent, nodes.TextElement):
+                continue  # an inline {index} role: already at its term
+            kept = []
+            for k, entry in enumerate(index["entries"]):
+                kind, value, tid, main, key = entry
+                found = _first_mention(index, _index_term(value))
+                if found is None:
+                    kept.append(entry)
+                    continue
+                anchor = f"{tid}-{k}"
+                new_target = nodes.target("", "", ids=[anchor])
+                self.document.ids[anchor] = new_target
+                new_index = addnodes.index(entries=[(kind, value, anchor, main, key)],
+                                           inline=True)
+                _insert_before(*found, [new_target, new_index])
+            # Terms the prose does not name as written: at the start of the next paragraph,
+            # so that a page break before that paragraph does not leave them behind.
+            paragraph = next((p for p in index.findall(nodes.paragraph, include_self=False,
+                                                       siblings=True, ascend=True)
+                              if not any(isinstance(a, _NOT_TEXT) or "cell" in a.get(
+                                  "classes", ()) for a in _ancestors(p))), None)
+            if kept and paragraph is not None and paragraph.children:
+                anchor = f"{kept[0][2]}-at"
+                new_target = nodes.target("", "", ids=[anchor])
+                self.document.ids[anchor] = new_target
+                new_index = addnodes.index(entries=[(kind, value, anchor, main, key)
+                                                    for kind, value, _tid, main, key in kept],
+                                           inline=True)
+                paragraph[0:0] = [new_target, new_index]
+                kept = []
+            if kept:
+                index["entries"] = kept
+            else:
+                # (docutils has already moved the directive's anchor to the next paragraph)
+                parent.remove(index)
 
 
 def drop_api_index_entries(app, doctree) -> None:
-    """Remove the index entries of the API reference's page (``book/api``)."""
+    """Remove the index entries of the API reference's page (``book/api``), from the page and
+    from what the index domain has recorded (the HTML index is built from that)."""
     if app.env.docname.endswith("api"):
         for node in list(doctree.findall(addnodes.index)):
             node.parent.remove(node)
+        app.env.get_domain("index").entries.pop(app.env.docname, None)
+
+
+def _rows(line: str) -> int:
+    """Printed rows of one line of code: a long line wraps."""
+    return max(1, math.ceil(len(line.expandtabs()) / CODE_COLUMNS))
+
+
+def code_box_need(text: str) -> tuple[str, int]:
+    """(breaks, rows) for a code box: a 0 or 1 for each line, 1 where the box may break
+    before that line (at least four non-blank lines on each side, and no blank line at the
+    top of the next page), and the rows that must fit on the page where the box starts: up
+    to its first break, or all of them."""
+    lines = text.rstrip("\n").split("\n")
+    filled = [bool(line.strip()) for line in lines]
+    breaks = "".join(
+        "1" if filled[j] and sum(filled[:j]) >= 4 and sum(filled[j:]) >= 4 else "0"
+        for j in range(len(lines)))
+    first = breaks.find("1")
+    return breaks, sum(_rows(line) for line in (lines if first < 0 else lines[:first]))
+
+
+class PrintedCodeBoxes(SphinxPostTransform):
+    """``\\bookcodebox{breaks}{rows}`` before each code box of the LaTeX. A code cell's box
+    also reserves the first rows of its output's box, so that the output starts on the page
+    where the code ends (unless together they would take more than half a page)."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        for block in list(self.document.findall(nodes.literal_block)):
+            if any(isinstance(a, (nodes.table, nodes.footnote)) for a in _ancestors(block)):
+                continue
+            breaks, rows = code_box_need(block.astext())
+            output = _cell_output_block(block)
+            if output is not None:
+                # The code and the first rows of its output on one page, unless that is more
+                # than half a page: then the code breaks where it may.
+                whole = sum(_rows(line) for line in block.astext().rstrip("\n").split("\n"))
+                with_output = whole + code_box_need(output.astext())[1] + OUTPUT_GAP
+                if with_output <= KEEP_TOGETHER:
+                    rows = with_output
+            target = block.parent if _is_captioned(block) else block
+            raw = nodes.raw("", f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n", format="latex")
+            target.parent.insert(target.parent.index(target), raw)
+
+
+def _ancestors(node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
+
+
+def _is_captioned(block) -> bool:
+    return isinstance(block.parent, nodes.container) and block.parent.get("literal_block")
+
+
+def _cell_output_block(block):
+    """The first output box of the notebook cell whose code is ``block``, or None."""
+    box = block.parent
+    if not (isinstance(box, nodes.container) and "cell_input" in box["classes"]):
+        return None
+    cell = box.parent
+    after = cell.index(box) + 1
+    if after < len(cell) and "cell_output" in cell[after].get("classes", []):
+        output = cell[after]
+        if output.children and isinstance(output[0], nodes.literal_block):
+            return output[0]
+    return None
+
+
+def _longest_word(rows, k: int) -> int:
+    return max((len(word) for row in rows for word in row[k].astext().split()), default=1)
+
+
+class RightAlignedColumns(SphinxPostTransform):
+    """A table whose Markdown aligns columns right (``|--:|``, cells of class
+    ``text-right``) gets a LaTeX column spec that aligns them right too. A table of many
+    columns is set in a smaller size."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        for table in list(self.document.findall(nodes.table)):
+            tgroup = next(iter(table.findall(nodes.tgroup)), None)
+            if tgroup is None:
+                continue
+            if tgroup["cols"] >= WIDE_TABLE:
+                at = table.parent.index(table)
+                table.parent.insert(at + 1, nodes.raw("", "\n\\par\\endgroup\n",
+                                                      format="latex"))
+                size = "\\footnotesize" if tgroup["cols"] > WIDE_TABLE else "\\small"
+                table.parent.insert(at, nodes.raw("", f"\n\\begingroup{size}\n",
+                                                  format="latex"))
+            rows = list(tgroup.findall(nodes.row))
+            if not rows or any(len(row) != tgroup["cols"] for row in rows):
+                continue  # merged cells: leave the table to Sphinx
+            if any(not all(isinstance(c, nodes.paragraph) for c in entry) for row in rows
+                   for entry in row):
+                continue  # cells with code or lists: Sphinx sets those in a `tabular`
+            right = ["text-right" in rows[-1][k]["classes"] for k in range(tgroup["cols"])]
+            if not any(right):
+                continue
+            given = "colwidths-given" in table["classes"]
+            if len(rows) <= LONG_TABLE and not given:
+                spec = "".join("R" if r else "T" for r in right)  # tabulary's column types
+            else:
+                # Columns of fixed widths: those the table gives, or for a long table (which
+                # breaks across pages, as a tabulary cannot) as wide as its longest cell.
+                if len(rows) > LONG_TABLE:
+                    table["classes"].append("longtable")
+                if given:
+                    widths = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
+                    # no column narrower than its longest word ("count" was cut to "cour")
+                    total = sum(widths)
+                    widths = [max(w, round((_longest_word(rows, k) + 3) * total / 75))
+                              for k, w in enumerate(widths)]
+                else:  # in characters, at least the longest word: "-0.959" was cut
+                    widths = [max(_longest_word(rows, k) + 2,
+                                  min(30, max(len(row[k].astext()) for row in rows)))
+                              for k in range(len(right))]
+                # (a table of fewer than a line's characters is narrower than the line)
+                total = sum(widths) if given else max(sum(widths), 75)
+                spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
+                               for r, w in zip(right, widths))
+            table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
 
 
 def setup(app):
+    register_plugin("pybtex.style.sorting", "author_year_title_plain", AuthorYearSorting)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     app.connect("config-inited", set_edition)
     app.connect("doctree-read", drop_api_index_entries)
+    app.connect("doctree-read", readable_listings)
+    app.connect("autodoc-process-signature", readable_factory_defaults)
+    app.add_latex_package("bookstyle", after_hyperref=True)
+    app.add_transform(IndexAtTheTerm)
+    app.add_post_transform(PrintedCodeBoxes)
+    app.add_post_transform(RightAlignedColumns)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
