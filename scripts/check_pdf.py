@@ -19,9 +19,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-# The leading of code (11 TeX points, _config.yml's fvset) in PDF points: code rows follow
-# each other at this distance, lines of prose at another (13.6 pt).
-CODE_LEADING = 11 * 72 / 72.27
+# The leading of code in PDF points, read from the book's style (\bookcoderow, the leading of
+# _config.yml's fvset): code rows follow each other at this distance, lines of prose at
+# another (13.6 pt).
+STYLE = Path(__file__).resolve().parents[1] / "book" / "_ext" / "bookstyle.sty"
+CODE_LEADING = float(re.search(r"\\setlength\{\\bookcoderow\}\{([\d.]+)pt\}",
+                               STYLE.read_text(encoding="utf-8")).group(1)) * 72 / 72.27
 MIN_LINES = 4  # lines of a split code box on each side of the break
 CONTINUES = "(continues on next page)"
 CONTINUED = "(continued from previous page)"

@@ -23,7 +23,7 @@ def page(*blocks: tuple[str, int], top: float = 80.0) -> list[c.Line]:
             lines.append(c.Line(300, y, kind))
             y += 14
             continue
-        y += 7  # the space between a box and prose
+        y += 9.5  # the space between a box and prose (23 pt from a line of prose to a box's)
         for k in range(count):
             lines.append(c.Line(100, y, f"{kind} line {k}"))
             y += CODE if kind == "code" else PROSE

@@ -40,8 +40,8 @@ from sphinx.transforms.post_transforms import SphinxPostTransform
 
 ROOT = Path(__file__).resolve().parents[2]
 STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
-# Characters of 8.5 pt DejaVu Sans Mono on a line of a code box (148 mm, less its padding).
-CODE_COLUMNS = 80
+# Characters of 8 pt DejaVu Sans Mono on a line of a code box (160 mm, less its padding).
+CODE_COLUMNS = 92
 # A code cell whose code and output's first rows fit in this many rows of code (about half a
 # page) starts on a page where they all fit; the space between two boxes, in rows.
 KEEP_TOGETHER = 30
