@@ -61,7 +61,7 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = None,
 
 
 def from_fields(cls: type, d: dict, item: str) -> object:
-    """``cls(**d)`` for a dict read from JSON; unknown keys (each an ``item``) are an error
+    """``cls(**d)`` for a dict read from JSON; unknown keys (each an ``item``) are an error that
     lists the known ones."""
     known = {f.name for f in dataclasses.fields(cls)}
     if unknown := set(d) - known:
