@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from buildllm.repro import best_time  # noqa: F401  (the benchmarks import it from here)
-
 
 @dataclass
 class Result:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench import Result, best_time
+from bench import Result
 from buildllm.attention import CausalSelfAttention, causal_mask
 from buildllm.config import GPTConfig
+from buildllm.repro import best_time
 
 N_EMBD, N_HEAD, BATCH = 256, 8, 4
 ROUNDS = 10

@@ -33,12 +33,13 @@ import time
 import torch
 from torch import nn
 
-from bench import Result, best_time
+from bench import Result
 from buildllm import generate as gen
 from buildllm.config import preset
 from buildllm.evaluate import quantization_cost
 from buildllm.model import GPT
 from buildllm.quantize import Int8Linear, quantize_model
+from buildllm.repro import best_time
 
 PROMPT_LEN, NEW_TOKENS, GROUP, ROUNDS = 8, 256, 16, 3
 QUALITY_PROMPT = "ROMEO:\n"

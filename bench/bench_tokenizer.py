@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import time
 
-from bench import Result, best_time
+from bench import Result
 from buildllm import data
 from buildllm.bpe import ENDOFTEXT, train_merges_naive
 from buildllm.bpe_fast import train_merges
+from buildllm.repro import best_time
 from buildllm.tokenizer import BPETokenizer, train_bpe
 from buildllm.tokenizer_export import to_tiktoken
 

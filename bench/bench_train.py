@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import Result, best_time
+from bench import Result
 from buildllm.config import RECIPES
 from buildllm.model import GPT
+from buildllm.repro import best_time
 from buildllm.train import make_optimizer, train
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))

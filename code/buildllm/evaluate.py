@@ -833,7 +833,7 @@ def quantization_cost(model: torch.nn.Module, tokenizer: Tokenizer, text: str, p
     ``steps`` tokens from ``prompt``.
     """
     qmodel = quantize_model(model)
-    _, val_ids = train.load_splits(tokenizer, text)
+    _, val_ids = data.load_splits(tokenizer, text)
     x, y = eval_windows(val_ids, model.config.block_size)
     counts = torch.tensor(tokenizer.token_chars())  # (vocab_size,): characters per token
     fp32, int8 = (train.evaluate(m, x, y, counts, batch_size)["bits_per_char"]

@@ -27,10 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from buildllm import checkpoint, data
 from buildllm.config import TrainConfig
-from buildllm.data import (
-    Data,
-    load_splits,  # noqa: F401  (buildllm.evaluate reads it here)
-)
+from buildllm.data import Data
 from buildllm.model import GPT
 from buildllm.muon import Muon, param_groups
 from buildllm.run import (
