@@ -268,13 +268,6 @@ def test_speech_kind_on_known_speeches_of_the_plays():
         == "prose"
 
 
-@needs_plays
-def test_unseen_plays_leave_out_what_tiny_shakespeare_holds(corpus):
-    found = {p.name: o for p, o in evaluate.unseen_plays(
-        corpus, names=["macbeth", "coriolanus", "the-tempest", "hamlet"])}
-    assert set(found) == {"macbeth", "hamlet"} and max(found.values()) < 0.002
-
-
 # ---------------------------------------------------------------------------------------------
 # 2. Sampling lines; words
 # ---------------------------------------------------------------------------------------------

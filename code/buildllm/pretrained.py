@@ -26,7 +26,8 @@ except ImportError:  # Windows: no lock; racing callers each train and publish t
     fcntl = None
 
 
-LATER_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "cooldown": 0.2}
+LATER_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "cooldown": 0.2,
+                  "corpus": "tiny_shakespeare"}
 # The recipes' models as the book first wrote them, when it first cached them: a preset (the
 # "book" preset then had biases) and the fields changed from it, the size of the BPE vocabulary
 # beside them (1024, which a character tokenizer ignored). Their cache keys keep that form.
