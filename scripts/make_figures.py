@@ -125,9 +125,9 @@ def grid(ax, x: float, y: float, rows: int, cols: int, s: float, fills) -> None:
 
 
 def heads_split_merge() -> None:
-    """Chapter "Attention": x (T, C) cut into H slices of hs columns, one per head; each head
-    attends on its own; the outputs side by side again. The chapter's sizes: T = 5, C = 12,
-    H = 3, hs = 4."""
+    """Chapter "Attention": q (and k, v) of one sequence, (T, C), cut into H slices of hs
+    columns, one per head; each head attends on its own; the outputs side by side again. The
+    chapter's sizes: T = 5, C = 12, H = 3, hs = 4."""
     T, C, H = 5, 12, 3
     hs, s = C // H, 0.09
     fig, ax = canvas(2.75)
@@ -147,7 +147,7 @@ def heads_split_merge() -> None:
         label(ax, (x_heads + hs * s + x_out) / 2, y + 0.1, f"head {h} attends", fs=7.5)
         arrow(ax, (x_out + hs * s + 0.05, y), (x_merged - 0.05, mid), lw=0.8)
     top, centre = 2.6, (x_heads + x_out + hs * s) / 2
-    label(ax, x_in + C * s / 2, top, "x  (B, T, C)", fs=8.5, fontweight="bold")
+    label(ax, x_in + C * s / 2, top, "q, k, v  (B, T, C)", fs=8.5, fontweight="bold")
     label(ax, centre, top, "H = 3 heads  (B, H, T, hs)", fs=8.5, fontweight="bold")
     label(ax, x_merged + C * s / 2, top, "merged  (B, T, C)", fs=8.5, fontweight="bold")
     label(ax, x_in + C * s / 2, mid - 0.55, "split:\n.view(B, T, H, hs)\n.transpose(1, 2)",
@@ -163,7 +163,7 @@ def kv_cache() -> None:
     step computes them for the newest token only and reads the older keys and values from the
     cache, which grows by one position a step."""
     tokens = ["To", "\u2423be", ",", "\u2423or", "\u2423not", "\u2423to", "\u2423be"]
-    P, w, h, x0 = 4, 0.44, 0.17, 1.15
+    P, w, h, x0 = 3, 0.44, 0.17, 1.15
     steps = [("prefill", "input (B, P)", range(P)), ("decode step 1", "input (B, 1)", [P]),
              ("decode step 2", "input (B, 1)", [P + 1])]
     fig, ax = canvas(3.05)
