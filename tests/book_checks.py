@@ -8,7 +8,9 @@
   reference lists every module;
 - no listing uses a name that only a later chapter introduces (a class, a function, a field
   or an attribute that a later chapter's listing defines);
-- every `buildllm` command that the book and the README print is one the command line accepts.
+- every `buildllm` command that the book and the README print is one the command line accepts;
+- every figure and table with a name is cited; every drawn figure in book/figures/ is shown by
+  a page under a name and drawn by scripts/make_figures.py.
 """
 
 from __future__ import annotations
@@ -160,6 +162,41 @@ def check_figures_referenced(root: Path) -> list[str]:
                 names[m.group(1)] = page.name
     return [f"{page}: {name} is never cited ({{numref}}`{name}`)"
             for name, page in sorted(names.items()) if name not in cited]
+
+
+_FIGURE = re.compile(r"```\{figure\}\s+(\S+)\s*\n((?::[\w-]+:.*\n)*)")
+
+
+def check_static_figures(root: Path) -> list[str]:
+    """Problems with the drawn figures of book/figures/: a PNG that no page shows, or that
+    scripts/make_figures.py does not draw; a name that the script draws but that is not
+    committed; a {figure} of a missing file, or without a ``:name: fig-...`` to cite it by
+    (check_figures_referenced then checks that the text cites it)."""
+    problems, shown = [], set()
+    for page in sorted((root / "book").rglob("*")):
+        for text in prose(page):
+            for m in _FIGURE.finditer(text + "\n"):
+                target = (page.parent / m.group(1)).resolve()
+                shown.add(target)
+                if not target.is_file():
+                    problems.append(f"{page.name}: {{figure}} {m.group(1)} does not exist")
+                if not re.search(r"^:name: fig-\S+", m.group(2), re.M):
+                    problems.append(f"{page.name}: {{figure}} {m.group(1)} has no "
+                                    f":name: fig-... to cite it by")
+    script = root / "scripts" / "make_figures.py"
+    source = script.read_text(encoding="utf-8") if script.is_file() else ""
+    drawn = {a or b for a, b in re.findall(r'save\(fig, "([\w-]+)"\)|"([\w-]+)\.png"', source)}
+    committed = sorted((root / "book" / "figures").glob("*.png"))
+    for png in committed:
+        if png.resolve() not in shown:
+            problems.append(f"book/figures/{png.name} is shown by no page: show it in a "
+                            f"{{figure}} and cite it, or delete it")
+        if png.stem not in drawn:
+            problems.append(f"book/figures/{png.name} is not drawn by scripts/make_figures.py")
+    for name in sorted(drawn - {png.stem for png in committed}):
+        problems.append(f"scripts/make_figures.py draws {name}.png, which book/figures/ lacks: "
+                        f"run make figures and commit it")
+    return problems
 
 
 # Modules whose code teaches: each is shown (a literalinclude) in a chapter. The others are

@@ -25,6 +25,7 @@ from book_checks import (
     check_figures_referenced,
     check_later_names,
     check_library_shown,
+    check_static_figures,
     check_toc,
     toc_notebooks,
 )
@@ -53,6 +54,30 @@ def test_plumbing_and_citation_checks_see_problems(tmp_path):
     (tmp_path / "book" / "ch.md").write_text("```{figure} a.png\n:name: fig-a\n```\n"
                                              "See {numref}`fig-a`.\n")
     assert check_figures_referenced(tmp_path) == []
+
+
+def test_every_drawn_figure_is_shown_named_and_committed():
+    assert check_static_figures(ROOT) == []
+
+
+def test_drawn_figure_check_sees_problems(tmp_path):
+    (tmp_path / "book" / "figures").mkdir(parents=True)
+    (tmp_path / "scripts").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "book" / "figures" / f"{name}.png").write_bytes(b"PNG")
+    (tmp_path / "scripts" / "make_figures.py").write_text('save(fig, "a")\nOUT / "c.png"\n')
+    (tmp_path / "book" / "ch.md").write_text("```{figure} figures/a.png\n:width: 100%\n```\n"
+                                             "```{figure} figures/d.png\n:name: fig-d\n```\n")
+    problems = "\n".join(check_static_figures(tmp_path))
+    for expected in ("figures/a.png has no :name:", "figures/d.png does not exist",
+                     "b.png is shown by no page", "b.png is not drawn",
+                     "draws c.png, which book/figures/ lacks"):
+        assert expected in problems
+    assert "a.png is shown by no page" not in problems
+    (tmp_path / "book" / "figures" / "b.png").unlink()
+    (tmp_path / "scripts" / "make_figures.py").write_text('save(fig, "a")\n')
+    (tmp_path / "book" / "ch.md").write_text("```{figure} figures/a.png\n:name: fig-a\n```\n")
+    assert check_static_figures(tmp_path) == []
 
 
 def test_every_notebook_is_listed_and_every_listed_file_exists():
