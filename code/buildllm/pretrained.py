@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
 
 from buildllm import checkpoint, data
-from buildllm.config import RECIPES, TrainConfig
+from buildllm.config import RECIPES, GPTConfig, TrainConfig
 from buildllm.model import GPT
 from buildllm.tokenizer import Tokenizer
 from buildllm.train import train
@@ -28,14 +29,17 @@ except ImportError:  # Windows: no lock; racing callers each train and publish t
 
 LATER_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "cooldown": 0.2,
                   "corpus": "tiny_shakespeare"}
-# The recipes' models as the book first wrote them, when it first cached them: a preset (the
-# "book" preset then had biases) and the fields changed from it, the size of the BPE vocabulary
-# beside them (1024, which a character tokenizer ignored). Their cache keys keep that form.
-FIRST_MODELS = {
-    "book": {"preset": "book", "bias": False},
-    "modern": {"preset": "llama", "n_layer": 2, "block_size": 64},
-    "nanogpt_cpu": {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "bias": False},
-}
+# Models as the book first wrote them when it first cached them: a preset and the fields changed
+# from it, the size of the BPE vocabulary beside them (1024, which a character tokenizer
+# ignored). A recipe whose model is one of these keeps that form in its cache key.
+FIRST_MODELS = [
+    ({"preset": "llama", "n_layer": 2, "block_size": 64},  # the modern recipe's
+     GPTConfig(vocab_size=1024, block_size=64, n_layer=2, n_head=4, n_embd=128, bias=False,
+               pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2,
+               tie_weights=False)),
+    ({"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "bias": False},  # nanoGPT's
+     GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False)),
+]
 
 
 def recipe_hash(config: TrainConfig) -> str:
@@ -43,13 +47,13 @@ def recipe_hash(config: TrainConfig) -> str:
 
     Settings that cannot change the training leave the key: Muon's own settings while the
     optimizer is AdamW, the cooldown of a cosine schedule, and the settings added after the
-    book first cached its models (:data:`LATER_DEFAULTS`) at their defaults. The models of the
-    book's recipes are keyed as they were first written (:data:`FIRST_MODELS`). So changing how
+    book first cached its models (:data:`LATER_DEFAULTS`) at their defaults. Models the book
+    first cached are keyed as they were first written (:data:`FIRST_MODELS`). So changing how
     the library writes them retrains nothing.
     """
     settings = config.to_dict()
-    settings["model"] = next((FIRST_MODELS[name] for name in FIRST_MODELS
-                              if config.model == RECIPES[name].model), settings["model"])
+    settings["model"] = next((first for first, model in FIRST_MODELS if config.model == model),
+                             settings["model"])
     settings["vocab_size"] = config.model.vocab_size if config.tokenizer == "bpe" else 1024
     if settings.get("optimizer") == "adamw":
         settings = {k: v for k, v in settings.items() if not k.startswith("muon_")}
@@ -93,7 +97,7 @@ def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
         previous, rng = torch.get_num_threads(), torch.get_rng_state()
         torch.set_num_threads(threads)
         try:
-            result = train(config)
+            result = train(config, clock=time.process_time)  # train_seconds: CPU seconds
         finally:
             torch.set_num_threads(previous)
             torch.set_rng_state(rng)
