@@ -8,6 +8,8 @@
   reference lists every module;
 - no listing uses a name that only a later chapter introduces (a class, a function, a field
   or an attribute that a later chapter's listing defines);
+- no chapter ends in a dump of source: listings sit where their idea is taught, not in a
+  closing "The library version" section after the last code cell;
 - every `buildllm` command that the book and the README print is one the command line accepts;
 - every figure and table with a name is cited; every drawn figure in book/figures/ is shown by
   a page under a name and drawn by scripts/make_figures.py.
@@ -247,6 +249,42 @@ def check_api_reference(root: Path) -> list[str]:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
                     not node.name.startswith("_") and ast.get_docstring(node) is None:
                 problems.append(f"buildllm.{name}.{node.name} has no docstring")
+    return problems
+
+
+# At most this many listings of library code after a chapter's last code cell: a closing word
+# on the code may show one, but a run of them is an end-of-chapter dump of source.
+MAX_TAIL_LISTINGS = 1
+
+
+def check_no_source_dump(root: Path) -> list[str]:
+    """Problems: a chapter (a numbered one in _toc.yml) with a "The library version" heading, or
+    with more than
+    MAX_TAIL_LISTINGS listings after its last code cell (the listings belong where the chapter
+    teaches what they show; the API reference lists the rest)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    numbered = {e["file"] for part in toc.get("parts", []) if part.get("numbered")
+                for e in part.get("chapters", [])}  # the chapters; not front or back matter
+    problems = []
+    for path in toc_notebooks(root):
+        if str(path.relative_to(root).with_suffix("")) not in numbered:
+            continue
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        last_code = max((k for k, c in enumerate(cells) if c.get("cell_type") == "code"),
+                        default=-1)
+        tail = 0
+        for k, c in enumerate(cells):
+            if c.get("cell_type") != "markdown":
+                continue
+            text = "".join(c.get("source", ""))
+            if re.search(r"^#+\s+The library version", text, re.M):
+                problems.append(f"{path.name}: a \"The library version\" section (show each "
+                                f"listing where its idea is taught; point to the API reference)")
+            if k > last_code:
+                tail += sum("code/buildllm/" in m.group(1) for m in _INCLUDE.finditer(text + "\n"))
+        if tail > MAX_TAIL_LISTINGS:
+            problems.append(f"{path.name}: {tail} listings after the last code cell, an "
+                            f"end-of-chapter dump of source (at most {MAX_TAIL_LISTINGS})")
     return problems
 
 

@@ -25,6 +25,7 @@ from book_checks import (
     check_figures_referenced,
     check_later_names,
     check_library_shown,
+    check_no_source_dump,
     check_static_figures,
     check_toc,
     toc_notebooks,
@@ -270,6 +271,30 @@ def test_library_check_sees_includes(tmp_path):
     assert "buildllm.files is plumbing, but a chapter prints it" in check_library_shown(root)[0]
     (root / "code" / "buildllm" / "new.py").write_text("")
     assert any("buildllm.new is neither" in p for p in check_library_shown(root))
+
+
+def test_no_chapter_ends_in_a_dump_of_source():
+    assert check_no_source_dump(ROOT) == []
+
+
+def test_source_dump_check_sees_a_closing_library_section(tmp_path):
+    include = "```{literalinclude} ../code/buildllm/model.py\n:pyobject: GPT\n```\n"
+    root = tmp_path
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/index\nparts:\n"
+                                   "  - caption: Chapters\n    numbered: true\n"
+                                   "    chapters:\n      - file: book/one\n")
+    path = _notebook(root / "book" / "one.ipynb", ["print(0)"])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell("## The model\n" + include * 3))
+    nb.cells.append(nbformat.v4.new_markdown_cell("The code is in `buildllm.model`.\n" + include))
+    nbformat.write(nb, path)
+    assert check_no_source_dump(root) == []  # listings before code, one closing listing
+    nb.cells.append(nbformat.v4.new_markdown_cell("## The library version\n" + include))
+    nbformat.write(nb, path)
+    problems = check_no_source_dump(root)
+    assert len(problems) == 2
+    assert "a \"The library version\" section" in problems[0]
+    assert "2 listings after the last code cell" in problems[1]
 
 
 def test_api_check_sees_missing_modules_and_docstrings(tmp_path):
