@@ -11,6 +11,7 @@
 - no chapter ends in a dump of source: listings sit where their idea is taught, not in a
   closing "The library version" section after the last code cell;
 - every `buildllm` command that the book and the README print is one the command line accepts;
+- no line of a ``:pyobject:`` listing is wider than a printed code box (CODE_COLUMNS);
 - every figure and table with a name is cited; every drawn figure in book/figures/ is shown by
   a page under a name and drawn by scripts/make_figures.py.
 """
@@ -297,19 +298,26 @@ def listings(page: Path) -> list[tuple[str, Path, range | None]]:
     ``:start-after:``, then ``:end-at:`` or ``:end-before:``), or None where the file or the
     object is gone."""
     out = []
+    for source, options in _includes(page):
+        label = f"{source.stem}.{options.get('pyobject', options.get('start-at'))}"
+        try:
+            span = _cut(source.read_text(encoding="utf-8").splitlines(), options)
+        except (OSError, StopIteration):
+            span = None
+        out.append((label, source, span))
+    return out
+
+
+def _includes(page: Path) -> list[tuple[Path, dict[str, str]]]:
+    """``(source file, options)`` of every ``literalinclude`` of library code on ``page``."""
+    out = []
     for text in prose(page):
         for m in _INCLUDE.finditer(text + "\n"):
             if "code/buildllm/" not in m.group(1):
                 continue
             options = {k: v.strip().strip('"')
                        for k, v in re.findall(r":([\w-]+):[ \t]*(.*)", m.group(2))}
-            source = (page.parent / m.group(1)).resolve()
-            label = f"{source.stem}.{options.get('pyobject', options.get('start-at'))}"
-            try:
-                span = _cut(source.read_text(encoding="utf-8").splitlines(), options)
-            except (OSError, StopIteration):
-                span = None
-            out.append((label, source, span))
+            out.append(((page.parent / m.group(1)).resolve(), options))
     return out
 
 
@@ -422,6 +430,58 @@ def check_later_names(root: Path) -> list[str]:
                 problems.append(f"{page.name} shows {label}, which uses {name!r}: a later "
                                 f"chapter introduces it ({pages[first[name]].name}); teach it "
                                 f"first, or show it there")
+    return problems
+
+
+# ---- listings fit the printed code box ----------------------------------------------------------
+
+
+def code_columns() -> int:
+    """The characters a line of a printed code box holds: ``CODE_COLUMNS`` of the book's
+    Sphinx extension (book/_ext/bookstyle.py), read from its source, the one place it is set."""
+    style = Path(__file__).resolve().parents[1] / "book" / "_ext" / "bookstyle.py"
+    for node in ast.parse(style.read_text(encoding="utf-8")).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and getattr(node.targets[0], "id", None) == "CODE_COLUMNS"):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{style} sets no CODE_COLUMNS")
+
+
+def book_pages(root: Path) -> list[Path]:
+    """The pages listed in _toc.yml, then any other notebook or Markdown page under book/
+    (not in a folder whose name starts with ``_`` or ``.``, such as _build)."""
+    pages = [p for p in (_resolve(root, name) for name in toc_files(root)) if p is not None]
+    book = root / "book"
+    others = sorted(p for p in [*book.rglob("*.ipynb"), *book.rglob("*.md")]
+                    if p not in pages
+                    and not any(part[0] in "_." for part in p.relative_to(book).parts[:-1]))
+    return pages + others
+
+
+def check_code_width(root: Path, columns: int | None = None) -> list[str]:
+    """Problems: a line of a ``:pyobject:`` listing, as printed (after ``:start-at:``,
+    ``:end-before:`` and the like, and ``:dedent:``), longer than a printed code box holds
+    (``columns``, by default :func:`code_columns`): it would wrap in the PDF. Re-wrap it in the
+    library (a break after an opening bracket, a comment on its own line above)."""
+    columns = code_columns() if columns is None else columns
+    problems = []
+    for page in book_pages(root):
+        for source, options in _includes(page):
+            if "pyobject" not in options:
+                continue
+            try:
+                lines = source.read_text(encoding="utf-8").splitlines()
+                span = _cut(lines, options)
+            except (OSError, StopIteration):
+                continue  # check_later_names reports a listing of code that is gone
+            dedent = int(options.get("dedent") or 0)
+            for n in span:
+                shown = lines[n][dedent:]  # as Sphinx dedents: the first characters go
+                if len(shown) > columns:
+                    problems.append(f"{page.name} shows {source.stem}.{options['pyobject']}: "
+                                    f"line {n + 1} of {source.name} is {len(shown)} columns "
+                                    f"wide, more than the {columns} of a printed code box: "
+                                    f"{shown.strip()[:40]!r}...")
     return problems
 
 

@@ -20,6 +20,7 @@ from book_checks import (
     book_commands,
     check_api_reference,
     check_cells_shown,
+    check_code_width,
     check_commands,
     check_executed,
     check_figures_referenced,
@@ -28,6 +29,7 @@ from book_checks import (
     check_no_source_dump,
     check_static_figures,
     check_toc,
+    code_columns,
     toc_notebooks,
 )
 
@@ -351,3 +353,51 @@ def test_later_names_check_catches_a_planted_violation(tmp_path):
     assert check_later_names(root) == []  # taught first: no violation
     (root / "book" / "one.md").write_text("# One\n" + include.format("gone"))
     assert "one.md shows mod.gone, which is not in the library" in check_later_names(root)
+
+
+def test_no_listing_is_wider_than_a_printed_code_box():
+    assert check_code_width(ROOT) == []
+
+
+def test_code_width_is_the_one_the_book_style_sets():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import bookstyle
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    assert code_columns() == bookstyle.CODE_COLUMNS
+
+
+def test_code_width_check_catches_a_planted_long_line(tmp_path):
+    """A line one column wider than the box is caught, named by page, object and line; a line
+    exactly as wide is not, nor one that ``:dedent:`` or ``:end-before:`` leaves out or narrows,
+    nor a line outside the listed object."""
+    n = code_columns()
+    source = ("def fits():\n    # " + "f" * (n - 6) + "\n    return 1\n\n\n"
+              "def wide():\n    # " + "w" * (n - 5) + "\n    return 2\n\n\n"
+              "class Box:\n    def method(self):\n        # " + "m" * (n - 6)
+              + "\n        # cut here\n        # " + "c" * n + "\n        return 3\n\n\n"
+              "# " + "o" * n + "\n")
+    assert max(map(len, source.splitlines())) > n + 1
+    include = "```{{literalinclude}} ../code/buildllm/mod.py\n:pyobject: {}\n{}```\n"
+    root = _book(tmp_path, ["one", "two"])
+    (root / "code" / "buildllm").mkdir(parents=True)
+    (root / "code" / "buildllm" / "mod.py").write_text(source)
+    (root / "book" / "one.md").write_text(
+        "# One\n" + include.format("fits", "")
+        + include.format("Box.method", ":dedent: 4\n:end-before: cut here\n"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Two\n" + include.format("wide", ""))]
+    nbformat.write(nb, root / "book" / "two.ipynb")
+    problems = check_code_width(root)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"two.ipynb shows mod.wide: line 7 of mod.py is {n + 1} "
+                                  f"columns wide, more than the {n}")
+    # without :dedent: and :end-before:, the method's two comments are too wide
+    (root / "book" / "one.md").write_text("# One\n" + include.format("Box.method", ""))
+    problems = check_code_width(root)
+    assert [p.split(" is ")[0] for p in problems] == [
+        "one.md shows mod.Box.method: line 13 of mod.py",
+        "one.md shows mod.Box.method: line 15 of mod.py",
+        "two.ipynb shows mod.wide: line 7 of mod.py"]
+    assert check_code_width(root, columns=n + 10) == []

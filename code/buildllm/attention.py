@@ -30,8 +30,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention exactly as the formula says.
 
-    ``q``: ``(..., T_q, d_k)``, ``k``: ``(..., T_k, d_k)``, ``v``: ``(..., T_k, d_v)``, ``mask``:
-    additive, broadcastable to ``(..., T_q, T_k)``. Returns ``(..., T_q, d_v)``.
+    ``q``: ``(..., T_q, d_k)``, ``k``: ``(..., T_k, d_k)``, ``v``: ``(..., T_k, d_v)``,
+    ``mask``: additive, broadcastable to ``(..., T_q, T_k)``. Returns ``(..., T_q, d_v)``.
     """
     d_k = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
@@ -47,13 +47,15 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head, self.head_dim = config.n_head, config.head_dim
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # Q, K, V
+        # Q, K, V
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout  # of the attention weights, in training
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; each position sees itself and the past only."""
+        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; each position sees itself and the past
+        only."""
         q, k, v = self.c_attn(x).split(x.size(-1), dim=2)  # (B, T, C) each
         q, k, v = self.heads(q), self.heads(k), self.heads(v)  # (B, n_head, T, head_dim)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
@@ -61,12 +63,13 @@ class CausalSelfAttention(nn.Module):
         return self.merge(y)
 
     def heads(self, t: torch.Tensor) -> torch.Tensor:
-        """``(B, T, n * head_dim)`` -> ``(B, n, T, head_dim)``: each head's part of the vectors."""
+        """``(B, T, n * head_dim)`` -> ``(B, n, T, head_dim)``: each head's part of the
+        vectors."""
         B, T, _ = t.shape
         return t.view(B, T, -1, self.head_dim).transpose(1, 2)
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
-        """``(B, n_head, T, head_dim)`` -> ``(B, T, C)``: the heads side by side again, then the
-        output projection."""
+        """``(B, n_head, T, head_dim)`` -> ``(B, T, C)``: the heads side by side again, then
+        the output projection."""
         B, _, T, _ = y.shape
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, -1)))

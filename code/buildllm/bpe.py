@@ -95,8 +95,8 @@ def train_merges_naive(
 
 
 def encode_chunk(data: bytes, ranks: dict[tuple[int, int], int]) -> list[int]:
-    """Apply learned merges to one chunk's bytes: while some adjacent pair has a merge, merge
-    the pair that was learned first. ``ranks`` maps each merged pair to its new id."""
+    """Apply learned merges to one chunk's bytes: while some adjacent pair has a merge,
+    merge the pair that was learned first. ``ranks`` maps each merged pair to its new id."""
     ids = list(data)
     while len(ids) >= 2:
         stats = get_stats(ids)

@@ -63,7 +63,8 @@ def _pair_index(words: list[str], freqs: list[int]) -> tuple[dict, dict]:
 def _merge_everywhere(pair: Pair, new: str, words: list[str], freqs: list[int],
                       where: dict) -> dict[Pair, int]:
     """Replace ``pair`` by ``new`` in every word that holds it; return how the counts of the
-    neighbouring pairs change: ``(x, a)`` becomes ``(x, new)``, ``(b, y)`` becomes ``(new, y)``."""
+    neighbouring pairs change: ``(x, a)`` becomes ``(x, new)``, ``(b, y)`` becomes
+    ``(new, y)``."""
     a, b = pair
     delta: defaultdict[Pair, int] = defaultdict(int)
     for w in where.pop(pair):
@@ -76,7 +77,8 @@ def _merge_everywhere(pair: Pair, new: str, words: list[str], freqs: list[int],
             x, y = p
             if x == new or y == new:  # a pair next to the new token, e.g. (x, new) ...
                 delta[p] += freqs[w]
-                delta[(b if x == new else x, a if y == new else y)] -= freqs[w]  # ...was (x, a)
+                # ...was (x, a)
+                delta[(b if x == new else x, a if y == new else y)] -= freqs[w]
                 where[p].add(w)
     return delta
 
@@ -86,11 +88,13 @@ def train_merges(
 ) -> list[tuple[int, int]]:
     """Learn the same merges as :func:`buildllm.bpe.train_merges_naive`, fast."""
     chunk_counts = Counter(pretokenize(text, pattern))
-    words = [bpe.utf8(chunk).decode("latin-1") for chunk in chunk_counts]  # chr(byte) per byte
+    # chr(byte) per byte
+    words = [bpe.utf8(chunk).decode("latin-1") for chunk in chunk_counts]
     freqs = list(chunk_counts.values())  # how often each distinct chunk occurs
     counts, where = _pair_index(words, freqs)
-    # A heap of (-count, pair): its smallest entry is the most frequent pair, then the smallest
-    # pair. A count that changes is pushed again; entries whose count is out of date are skipped.
+    # A heap of (-count, pair): its smallest entry is the most frequent pair, then the
+    # smallest pair. A count that changes is pushed again; entries whose count is out of
+    # date are skipped.
     heap = [(-c, pair) for pair, c in counts.items()]
     heapq.heapify(heap)
     merges: list[tuple[int, int]] = []

@@ -72,7 +72,8 @@ def from_fields(cls: type, d: dict, item: str) -> object:
 
 @dataclass
 class GPTConfig:
-    """Every size and switch of the model. The defaults are GPT-2 small (124M parameters)."""
+    """Every size and switch of the model. The defaults are GPT-2 small (124M
+    parameters)."""
 
     vocab_size: int = 50257
     block_size: int = 1024  # the longest context, in tokens
@@ -106,13 +107,15 @@ class GPTConfig:
                              f"({self.n_head}): each head gets n_embd / n_head dimensions")
         kv = self.kv_heads if self.n_kv_head is not None else self.n_head
         if not (is_number(kv, int) and kv > 0 and self.n_head % kv == 0):
-            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({kv}): "
-                             f"each key/value head serves the same number of query heads")
-        paired = {"sinusoidal": ("n_embd", self.n_embd), "rope": ("head_dim", self.head_dim)}
+            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_kv_head "
+                             f"({kv}): each key/value head serves the same number of query "
+                             f"heads")
+        paired = {"sinusoidal": ("n_embd", self.n_embd),
+                  "rope": ("head_dim", self.head_dim)}
         if self.pos_encoding in paired and paired[self.pos_encoding][1] % 2:
             name, size = paired[self.pos_encoding]
-            raise ValueError(f"{self.pos_encoding} positions pair dimensions two by two (sin "
-                             f"and cos), so {name} must be even, got {size}")
+            raise ValueError(f"{self.pos_encoding} positions pair dimensions two by two "
+                             f"(sin and cos), so {name} must be even, got {size}")
 
     @property
     def head_dim(self) -> int:
@@ -167,13 +170,14 @@ PRESETS["llama"] = preset("book", pos_encoding="rope", norm="rmsnorm", mlp="swig
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs besides the corpus: :data:`RECIPES` holds the book's; a
-    JSON file with these fields is a recipe of your own."""
+    """Everything a training run needs besides the corpus: :data:`RECIPES` holds the book's;
+    a JSON file with these fields is a recipe of your own."""
 
     model: GPTConfig = field(default_factory=lambda: preset("book"))  # vocab_size: of BPE
     tokenizer: str = "bpe"  # "char" (one id per character) or "bpe"
     # What it trains on: Tiny Shakespeare's first 90 %, or that and the plays it lacks, less
-    # the held-out ones ("plays": data.more_plays). Validation is always Tiny Shakespeare's 10 %.
+    # the held-out ones ("plays": data.more_plays). Validation is always Tiny Shakespeare's
+    # 10 %.
     corpus: str = "tiny_shakespeare"
     batch_size: int = 32  # sequences per step, summed over all processes
     max_steps: int = 2000
@@ -192,7 +196,8 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"  # "bfloat16": autocast the forward pass (GPU)
     # From GPT-2 to today's LLMs: another schedule, another optimizer.
-    schedule: str = "cosine"  # "cosine" to min_lr; "wsd": flat, then a straight line to min_lr
+    # "cosine" to min_lr; "wsd": flat, then a straight line to min_lr
+    schedule: str = "cosine"
     cooldown: float = 0.2  # with "wsd": the last fraction of the run, where the rate falls
     optimizer: str = "adamw"  # or "muon": Muon for the hidden matrices, AdamW for the rest
     muon_momentum: float = 0.95
@@ -206,9 +211,12 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.max_seconds is not None:
             check_positive(self, ("max_seconds",), float)
-        check_types(vars(self), TrainConfig)  # every field of its annotated type (JSON gives any)
-        if not (is_number(self.min_lr) and is_number(self.lr) and 0 <= self.min_lr <= self.lr):
-            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr!r}, lr={self.lr!r}")
+        # every field of its annotated type (JSON gives any)
+        check_types(vars(self), TrainConfig)
+        if not (is_number(self.min_lr) and is_number(self.lr)
+                and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr!r}, "
+                             f"lr={self.lr!r}")
         if not (is_number(self.cooldown) and 0 < self.cooldown <= 1):
             raise ValueError(f"cooldown must be a fraction of the run in (0, 1], got "
                              f"{self.cooldown!r}")
@@ -218,22 +226,25 @@ class TrainConfig:
         check_positive(self, ("muon_rms",), float)
 
     def to_dict(self) -> dict:
-        """The fields as a dict (the model's too), as a JSON recipe and a checkpoint write it."""
+        """The fields as a dict (the model's too), as a JSON recipe and a checkpoint write
+        it."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """A configuration from a dict such as :meth:`to_dict` writes. The model may also be
         written as a preset and its changes (``{"preset": "llama", "n_layer": 2}``), and, as
-        the first recipes were, with the size of the BPE vocabulary beside it (``vocab_size``)."""
+        the first recipes were, with the size of the BPE vocabulary beside it
+        (``vocab_size``)."""
         if not isinstance(d, dict):
             raise ValueError(f"a training config is a JSON object, got {type(d).__name__}")
         fields = dict(d)
         model = fields.pop("model", {"preset": "book"})
         if not isinstance(model, dict):
-            raise ValueError(f"model must be an object of GPTConfig fields (and an optional "
-                             f"'preset'), got {model!r}")
-        check_types(model, {"preset": str | None, **typing.get_type_hints(GPTConfig)}, "model.")
+            raise ValueError(f"model must be an object of GPTConfig fields (and an "
+                             f"optional 'preset'), got {model!r}")
+        check_types(model, {"preset": str | None, **typing.get_type_hints(GPTConfig)},
+                    "model.")
         check_types(fields, {"vocab_size": int})
         model = {"vocab_size": fields.pop("vocab_size", 1024), **model}
         name = model.pop("preset", None)
@@ -242,9 +253,11 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> TrainConfig:
-        """The training options in a JSON file (an object of :class:`TrainConfig` fields)."""
+        """The training options in a JSON file (an object of :class:`TrainConfig`
+        fields)."""
         fix = "write a UTF-8 JSON object of training options (see RECIPES)"
-        text = read_text(path, fix)  # missing, a folder, or not UTF-8: a ValueError naming it
+        # missing, a folder, or not UTF-8: a ValueError naming it
+        text = read_text(path, fix)
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:

@@ -138,7 +138,8 @@ def _hf_name(name: str) -> str:
 def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """Our weights under Hugging Face's names and layouts (``Conv1D`` weights transposed).
 
-    A tied head is left out, as ``save_pretrained`` leaves it out: it *is* the token embedding.
+    A tied head is left out, as ``save_pretrained`` leaves it out: it *is* the token
+    embedding.
     """
     check_convertible(model.config)
     out = {}
@@ -150,20 +151,23 @@ def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def load_hf_state_dict(model: GPT, tensors: dict[str, torch.Tensor], source: str = "") -> GPT:
+def load_hf_state_dict(model: GPT, tensors: dict[str, torch.Tensor],
+                       source: str = "") -> GPT:
     """Copy Hugging Face GPT-2 ``tensors`` into ``model``, checking every name and shape.
 
     Names may carry the ``transformer.`` prefix or not (the original GPT-2 files do not). A
     missing, unexpected or wrongly shaped tensor raises ``ValueError`` naming it.
     """
     where = f" in {source}" if source else ""
-    tensors = {k.removeprefix(PREFIX): v for k, v in tensors.items() if not k.endswith(IGNORED)}
+    tensors = {k.removeprefix(PREFIX): v for k, v in tensors.items()
+               if not k.endswith(IGNORED)}
     ours = model.state_dict()
     missing = [n for n in ours if n not in tensors
                and not (n == "lm_head.weight" and model.config.tie_weights)]
     if missing:
         raise ValueError(f"tensor {_hf_name(missing[0])!r} is missing{where} "
-                         f"({len(missing)} missing in all); the file is not a complete GPT-2")
+                         f"({len(missing)} missing in all); the file is not a complete "
+                         f"GPT-2")
     unexpected = sorted(set(tensors) - set(ours))
     if unexpected:
         raise ValueError(f"unexpected tensor {_hf_name(unexpected[0])!r}{where}; "
@@ -176,10 +180,12 @@ def load_hf_state_dict(model: GPT, tensors: dict[str, torch.Tensor], source: str
         want = tuple(reversed(target.shape)) if conv1d else tuple(target.shape)
         t = tensors[name]
         if tuple(t.shape) != want:
-            raise ValueError(f"tensor {_hf_name(name)!r}{where} has shape {tuple(t.shape)}, but "
-                             f"the configuration needs {want}; config and weights do not match")
+            raise ValueError(f"tensor {_hf_name(name)!r}{where} has shape "
+                             f"{tuple(t.shape)}, but the configuration needs {want}; "
+                             f"config and weights do not match")
         state[name] = t.t() if conv1d else t
-    model.load_state_dict(state, strict=False)  # strict=False: the tied head is not in `state`
+    # strict=False: the tied head is not in `state`
+    model.load_state_dict(state, strict=False)
     return model
 
 

@@ -117,7 +117,8 @@ def train_val_split(data, train_fraction: float = 0.9):
     any part of, and results stay comparable with nanoGPT's.
     """
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
+        raise ValueError(f"train_fraction must be strictly between 0 and 1, "
+                         f"got {train_fraction}")
     n = int(len(data) * train_fraction)
     return data[:n], data[n:]
 
@@ -159,12 +160,14 @@ def encode_corpus(tokenizer: Tokenizer, text: str, cache: bool = True) -> np.nda
 
 
 def get_batch(data: torch.Tensor, block_size: int, batch_size: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch_size`` random windows of ``data`` ``(N,)``: inputs ``x`` and targets ``y``,
     each ``(B, T)``, where ``y`` is ``x`` shifted one token to the left."""
     if len(data) <= block_size:
-        raise ValueError(f"{len(data)} tokens are too few for windows of block_size={block_size}"
-                         f" (+1 for the target); use a longer text or a smaller block_size")
+        raise ValueError(f"{len(data)} tokens are too few for windows of "
+                         f"block_size={block_size} (+1 for the target); use a longer text "
+                         f"or a smaller block_size")
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     offsets = torch.arange(block_size + 1)
     windows = data[starts[:, None] + offsets].long()  # (B, T + 1)
@@ -175,11 +178,12 @@ def eval_windows(data: torch.Tensor, block_size: int,
                  max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed, non-overlapping windows of ``data`` for evaluation: ``x``, ``y`` ``(N, T)``.
 
-    Every target token of the first ``N * block_size + 1`` tokens is scored exactly once. With
-    ``max_windows``, that many windows spread evenly over the whole text.
+    Every target token of the first ``N * block_size + 1`` tokens is scored exactly once.
+    With ``max_windows``, that many windows spread evenly over the whole text.
     """
     if max_windows is not None and max_windows < 1:
-        raise ValueError(f"max_windows must be at least 1 (or None for all), got {max_windows}")
+        raise ValueError(f"max_windows must be at least 1 (or None for all), "
+                         f"got {max_windows}")
     n = (len(data) - 1) // block_size
     if n < 1:
         raise ValueError(f"{len(data)} tokens are too few for one window of {block_size}")

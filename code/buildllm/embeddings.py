@@ -90,8 +90,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """Encodings of the given positions: ``(T,)`` -> ``(T, d_model)``."""
-        assert len(positions) == 0 or 0 <= positions.min() <= positions.max() < len(self.pe), \
-            f"positions must lie in 0 .. {len(self.pe) - 1} (the table's length)"
+        assert (len(positions) == 0
+                or 0 <= positions.min() <= positions.max() < len(self.pe)), (
+            f"positions must lie in 0 .. {len(self.pe) - 1} (the table's length)")
         return self.pe[positions]
 
 
@@ -123,7 +124,8 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Rotate ``x`` ``(B, H, T, head_dim)``, whose first token is at ``offset``."""
         T = x.size(-2)
-        assert offset + T <= self.cos.size(0), "positions past max_positions: raise block_size"
+        assert offset + T <= self.cos.size(0), (
+            "positions past max_positions: raise block_size")
         cos = self.cos[offset : offset + T].to(x.dtype)  # (T, head_dim/2)
         sin = self.sin[offset : offset + T].to(x.dtype)
         return rotate_pairs(x, cos, sin)

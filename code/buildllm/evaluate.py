@@ -502,9 +502,9 @@ def runs(text: str, n: int) -> set[str]:
 
 def longest_copy(line: str, text: str) -> int:
     """The length of the longest substring of ``line`` found in ``text``, by two pointers:
-    ``line[i:j]`` is always in ``text``; ``j`` moves on while the next character keeps it so,
-    then ``i`` moves on. A substring of a found string is found, so ``j`` never moves back:
-    at most ``2 * len(line)`` searches."""
+    ``line[i:j]`` is always in ``text``; ``j`` moves on while the next character keeps it
+    so, then ``i`` moves on. A substring of a found string is found, so ``j`` never moves
+    back: at most ``2 * len(line)`` searches."""
     best, j = 0, 0
     for i in range(len(line)):
         j = max(j, i)
@@ -545,10 +545,10 @@ def continuation_logprob(model: torch.nn.Module, prompts: Sequence[Sequence[int]
     """The log-probability (nats) of each continuation after its prompt, ``(N,)`` float64:
     the sum of log-softmax at the continuation's tokens, the prompt's positions left out.
 
-    Pass token ids, prompt and continuation encoded *separately*: encoded together, BPE could
-    merge the prompt's last characters with the continuation's first into one token, and no
-    position would then score the continuation alone; encoded apart, every option of a
-    question follows the very same prompt tokens. When a pair exceeds the context, the
+    Pass token ids, prompt and continuation encoded *separately*: encoded together, BPE
+    could merge the prompt's last characters with the continuation's first into one token,
+    and no position would then score the continuation alone; encoded apart, every option of
+    a question follows the very same prompt tokens. When a pair exceeds the context, the
     prompt is cropped from the left. Sequences are sorted by length and padded on the right
     in batches: in a causal model no real token attends to the padding after it, so a
     sequence's score does not depend on its batch (up to float rounding)."""
@@ -566,7 +566,8 @@ def continuation_logprob(model: torch.nn.Module, prompts: Sequence[Sequence[int]
     with evaluating(model):
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            out[idx] = _batch_logprob(model, [seqs[k] for k in idx], [starts[k] for k in idx])
+            out[idx] = _batch_logprob(model, [seqs[k] for k in idx],
+                                      [starts[k] for k in idx])
     return out
 
 

@@ -96,10 +96,11 @@ def encode_all(tokenizer, texts: Sequence[str], max_tokens: int,
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int = 0,
         side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences of different lengths as one batch ``(B, T)``, ``T`` the longest, filled with
-    ``pad_id`` on the ``side`` given; and ``last`` ``(B,)``, the index of each row's last real
-    token (``len - 1`` when padded on the right, ``T - 1`` on the left)."""
-    assert side in ("left", "right") and seqs and min(map(len, seqs)), "sequences, none empty"
+    """Sequences of different lengths as one batch ``(B, T)``, ``T`` the longest, filled
+    with ``pad_id`` on the ``side`` given; and ``last`` ``(B,)``, the index of each row's
+    last real token (``len - 1`` when padded on the right, ``T - 1`` on the left)."""
+    assert side in ("left", "right") and seqs and min(map(len, seqs)), (
+        "sequences, none empty")
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -132,9 +133,9 @@ class GPTClassifier(nn.Module):
 
 def prepare(model: GPTClassifier, method: str, r: int = 8, alpha: float = 16.0,
             targets: Sequence[str] | None = None) -> GPTClassifier:
-    """Choose what trains: ``"head"`` (the body frozen), ``"full"`` (everything) or ``"lora"``
-    (rank-``r`` adapters on the ``targets`` layers, by default every attention and feed-forward
-    matrix, and the head). In place; returns ``model``."""
+    """Choose what trains: ``"head"`` (the body frozen), ``"full"`` (everything) or
+    ``"lora"`` (rank-``r`` adapters on the ``targets`` layers, by default every attention
+    and feed-forward matrix, and the head). In place; returns ``model``."""
     model.requires_grad_(method == "full")
     if method == "lora":
         apply_lora(model.body, r, alpha, targets)
@@ -178,19 +179,21 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[tor
             yield order[i:i + batch_size]
 
 
-def fit(model: nn.Module, loss_of: Callable[[torch.Tensor], torch.Tensor], n: int, steps: int,
+def fit(model: nn.Module, loss_of: Callable[[torch.Tensor], torch.Tensor], n: int,
+        steps: int,
         max_seconds: float | None = None, lr: float = 1e-3, batch_size: int = 32,
         weight_decay: float = 0.01, seed: int = 0) -> dict:
     """The fine-tuning loop: AdamW on the trainable parameters of ``model``, minimizing
-    ``loss_of(batch indices)`` over random batches of ``n`` examples, the learning rate falling
-    linearly to zero over ``steps``; it stops early after ``max_seconds`` CPU seconds.
-    Returns the steps done, the CPU seconds and the losses."""
+    ``loss_of(batch indices)`` over random batches of ``n`` examples, the learning rate
+    falling linearly to zero over ``steps``; it stops early after ``max_seconds`` CPU
+    seconds. Returns the steps done, the CPU seconds and the losses."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
     model.train()
     start, losses = time.process_time(), []
-    for _, b in zip(range(steps), batches(n, batch_size, torch.Generator().manual_seed(seed))):
+    for _, b in zip(range(steps),
+                    batches(n, batch_size, torch.Generator().manual_seed(seed))):
         if max_seconds is not None and time.process_time() - start > max_seconds:
             break
         loss = loss_of(b)
@@ -200,10 +203,12 @@ def fit(model: nn.Module, loss_of: Callable[[torch.Tensor], torch.Tensor], n: in
         sched.step()
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"the loss is {losses[-1]} at step {len(losses)}: the "
-                                     f"learning rate ({lr}) is too high for this model; lower it")
+            raise FloatingPointError(f"the loss is {losses[-1]} at step {len(losses)}: "
+                                     f"the learning rate ({lr}) is too high for this "
+                                     f"model; lower it")
     model.eval()
-    return {"steps": len(losses), "cpu_seconds": time.process_time() - start, "losses": losses}
+    return {"steps": len(losses), "cpu_seconds": time.process_time() - start,
+            "losses": losses}
 
 
 def train_classifier(model: GPTClassifier, ids: Sequence[Sequence[int]], labels: torch.Tensor,
@@ -299,8 +304,8 @@ def finetune_classifier(model: GPT, task: GenreTask, method: str, steps: int = 2
     check_finetune_settings(method, steps, lr, r, alpha)
     check_fits(model, task)
     clf = prepare(GPTClassifier(copy.deepcopy(model), len(CLASSES)), method, r, alpha)
-    log = train_classifier(clf, task.train_ids, task.train_labels, steps, task.end_id, lr=lr,
-                           max_seconds=max_seconds)
+    log = train_classifier(clf, task.train_ids, task.train_labels, steps, task.end_id,
+                           lr=lr, max_seconds=max_seconds)
     pred = predict(clf, task.test_ids, pad_id=task.end_id)
     return clf, {**accuracy(pred, task.test_labels), "trainable": trainable_parameters(clf),
                  "cpu_seconds": log["cpu_seconds"], "steps": log["steps"]}

@@ -39,11 +39,12 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probabilities sum to at least ``p``.
+    """Keep the smallest set of most likely tokens whose probabilities sum to at least
+    ``p``.
 
-    Nucleus sampling (Holtzman et al., 2020). ``logits``: ``(B, V)``; the rest become ``-inf``.
-    A token stays if the tokens more likely than it hold less than ``p`` of the mass, so the
-    most likely token always stays.
+    Nucleus sampling (Holtzman et al., 2020). ``logits``: ``(B, V)``; the rest become
+    ``-inf``. A token stays if the tokens more likely than it hold less than ``p`` of the
+    mass, so the most likely token always stays.
     """
     if p >= 1:  # everything: the sums below could round the last tiny probabilities away
         return logits
@@ -51,7 +52,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     probs = sorted_logits.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
     keep_sorted = mass_before < p
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # back to vocab order
+    # back to vocab order
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     return logits.masked_fill(~keep, float("-inf"))
 
 
@@ -61,12 +63,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     """Choose one token per row of ``logits`` ``(B, V)``; returns ids ``(B,)``.
 
     Temperature 0 is greedy: the largest logit wins, nothing is random. Otherwise the logits
-    are divided by the temperature, filtered by top-k then top-p, and a token is drawn from the
-    softmax of what is left, with ``generator`` as the source of randomness.
+    are divided by the temperature, filtered by top-k then top-p, and a token is drawn from
+    the softmax of what is left, with ``generator`` as the source of randomness.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # no overflow at tiny t
+    # no overflow at tiny t
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -100,11 +103,11 @@ def stream(model: GPT, idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int
            use_cache: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Generate token by token: yields ``(token (B,), logits (B, V))`` at each step.
 
-    ``idx`` is the prompt, ``(T,)`` or ``(B, T)``. ``logits`` are the raw next-token logits the
-    token was chosen from. A row that has produced ``eos_id`` is finished: it yields ``eos_id``
-    from then on, and the stream ends when every row is finished or after ``max_new_tokens``
-    steps. ``seed`` (or a ``generator`` of your own) makes the draws reproducible. The model is
-    put in eval mode for the duration and restored afterwards.
+    ``idx`` is the prompt, ``(T,)`` or ``(B, T)``. ``logits`` are the raw next-token logits
+    the token was chosen from. A row that has produced ``eos_id`` is finished: it yields
+    ``eos_id`` from then on, and the stream ends when every row is finished or after
+    ``max_new_tokens`` steps. ``seed`` (or a ``generator`` of your own) makes the draws
+    reproducible. The model is put in eval mode for the duration and restored afterwards.
     """
     check_sampling(temperature, top_k, top_p)
     if not (is_number(max_new_tokens, int) and max_new_tokens >= 0):
@@ -142,7 +145,8 @@ def stream(model: GPT, idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int
 
 def generate(model: GPT, idx: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
              max_new_tokens: int, **kwargs) -> torch.Tensor:
-    """The prompt followed by the generated tokens: ``(B, T + n)`` (``(T + n,)`` for ``(T,)``).
+    """The prompt followed by the generated tokens: ``(B, T + n)`` (``(T + n,)`` for
+    ``(T,)``).
 
     ``n`` is ``max_new_tokens``, or fewer if every row reached ``eos_id``. Takes the keyword
     arguments of :func:`stream`.
@@ -158,8 +162,8 @@ def stream_text(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: i
                 **kwargs) -> Iterator[str]:
     """Generate from a text prompt and yield the new text piece by piece, as it comes.
 
-    A byte-level token can end in the middle of a character: the text decoded so far then ends
-    in U+FFFD, and that piece is held back until the next tokens complete it.
+    A byte-level token can end in the middle of a character: the text decoded so far then
+    ends in U+FFFD, and that piece is held back until the next tokens complete it.
     """
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"the prompt must be a non-empty string, got {prompt!r}")

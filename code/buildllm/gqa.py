@@ -23,13 +23,15 @@ from buildllm.norms import RMSNorm
 
 
 class GroupedQueryAttention(CachedSelfAttention):
-    """Causal self-attention with ``n_kv_head`` key/value heads, rotary positions, QK-norm and
-    value embeddings as ``config`` asks: ``(B, T, C)`` -> ``(B, T, C)``, with a cache as
+    """Causal self-attention with ``n_kv_head`` key/value heads, rotary positions, QK-norm
+    and value embeddings as ``config`` asks: ``(B, T, C)`` -> ``(B, T, C)``, with a cache as
     :class:`~buildllm.kvcache.CachedSelfAttention` has one."""
 
     def __init__(self, config: GPTConfig):
-        nn.Module.__init__(self)  # not chapter 3's constructor: the projection has another width
-        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        # not chapter 3's constructor: the projection has another width
+        nn.Module.__init__(self)
+        self.n_head, self.n_kv_head = config.n_head, config.kv_heads
+        self.head_dim = config.head_dim
         width = (self.n_head + 2 * self.n_kv_head) * self.head_dim  # queries, keys, values
         self.c_attn = nn.Linear(config.n_embd, width, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -41,13 +43,14 @@ class GroupedQueryAttention(CachedSelfAttention):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None,
                 ve: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; ``ve`` ``(B, T, n_kv_head * head_dim)``, when
-        given, is added to the values."""
+        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; ``ve`` ``(B, T, n_kv_head * head_dim)``,
+        when given, is added to the values."""
         kv = self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split([x.size(-1), kv, kv], dim=2)
         if ve is not None:
             v = v + ve
-        q, k, v = self.heads(q), self.heads(k), self.heads(v)  # (B, n_head or n_kv_head, T, hs)
+        # (B, n_head or n_kv_head, T, hs)
+        q, k, v = self.heads(q), self.heads(k), self.heads(v)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:  # positions count on from those the cache holds

@@ -78,8 +78,8 @@ def speaker_questions(plays: Sequence[plays_.Play], n: int, context_chars: int =
 
 def instruction_example(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
     """Input ids and targets for one (prompt, answer) pair, each of length ``P + A - 1``:
-    the targets are the next tokens, with -1 wherever the next token is still the prompt's, so
-    the loss (which skips -1) trains the answer only."""
+    the targets are the next tokens, with -1 wherever the next token is still the prompt's,
+    so the loss (which skips -1) trains the answer only."""
     p, a = tokenizer.encode(prompt), tokenizer.encode(answer)
     if not p or not a:
         raise ValueError("an instruction example needs a non-empty prompt and answer")

@@ -20,15 +20,16 @@ from buildllm.norms import make_norm
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward network: ``(B, T, C)`` -> ``(B, T, hidden)`` -> ``(B, T, C)``,
-    with GPT-2's GELU (its tanh approximation), ReLU for ``mlp="relu"``, or the nonlinearity
-    ``act`` given."""
+    """Position-wise feed-forward network: ``(B, T, C)`` -> ``(B, T, hidden)`` ->
+    ``(B, T, C)``, with GPT-2's GELU (its tanh approximation), ReLU for ``mlp="relu"``, or
+    the nonlinearity ``act`` given."""
 
     def __init__(self, config: GPTConfig, act: nn.Module | None = None):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
         relu = config.mlp == "relu"
-        self.act = act if act is not None else nn.ReLU() if relu else nn.GELU(approximate="tanh")
+        self.act = (act if act is not None else nn.ReLU() if relu
+                    else nn.GELU(approximate="tanh"))
         self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -37,7 +38,8 @@ class FeedForward(nn.Module):
 
 
 class ReLUSquared(nn.Module):
-    """``relu(x) ** 2``, entry by entry (So et al., 2021, "Primer"; used by modded-nanogpt)."""
+    """``relu(x) ** 2``, entry by entry (So et al., 2021, "Primer"; used by
+    modded-nanogpt)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x).square()
@@ -86,7 +88,7 @@ class Block(nn.Module):
         self.mlp = make_mlp(config)
 
     def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
-        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; ``cache``: what generation keeps of the earlier
-        tokens (chapter "Generating text")."""
+        """``x`` ``(B, T, C)`` -> ``(B, T, C)``; ``cache``: what generation keeps of the
+        earlier tokens (chapter "Generating text")."""
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))

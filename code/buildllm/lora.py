@@ -48,10 +48,12 @@ from buildllm.files import sha256_of, write_atomically
 PARTS = ("c_attn", "c_proj", "c_fc", "gate", "up")
 
 class LoRALinear(nn.Module):
-    """``base(x) + x Aᵀ Bᵀ · alpha / r``: a frozen ``nn.Linear`` plus a trainable low-rank update.
+    """``base(x) + x Aᵀ Bᵀ · alpha / r``: a frozen ``nn.Linear`` plus a trainable low-rank
+    update.
 
-    ``x`` ``(..., in)`` -> ``(..., out)``. ``A`` ``(r, in)`` starts random, ``B`` ``(out, r)``
-    starts at zero, so at first the layer computes exactly what ``base`` computes.
+    ``x`` ``(..., in)`` -> ``(..., out)``. ``A`` ``(r, in)`` starts random, ``B``
+    ``(out, r)`` starts at zero, so at first the layer computes exactly what ``base``
+    computes.
     """
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0):
@@ -62,13 +64,15 @@ class LoRALinear(nn.Module):
         like = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **like))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **like))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear does its weight
+        # as nn.Linear does its weight
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
-        """The update ``B A · alpha / r`` ``(out, in)`` that LoRA adds to ``base.weight``."""
+        """The update ``B A · alpha / r`` ``(out, in)`` that LoRA adds to
+        ``base.weight``."""
         return self.lora_B @ self.lora_A * self.scaling
 
     def merged(self) -> nn.Linear:
@@ -119,12 +123,14 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16.0,
                targets: Iterable[str] | None = None) -> nn.Module:
     """Freeze every parameter of ``model`` and wrap each matching linear layer in a
-    :class:`LoRALinear`, in place (``targets`` as :func:`matching_linears` reads them). Only the
-    adapters train; unfreeze anything else (a classifier head) afterwards. Returns ``model``."""
+    :class:`LoRALinear`, in place (``targets`` as :func:`matching_linears` reads them). Only
+    the adapters train; unfreeze anything else (a classifier head) afterwards. Returns
+    ``model``."""
     names = matching_linears(model, targets)
     if tied := [n for n in names if _is_tied(model, n)]:
-        raise ValueError(f"LoRA target(s) {tied} share their weight with another layer (a tied "
-                         f"output head); leave targets out to adapt attention and feed-forward")
+        raise ValueError(f"LoRA target(s) {tied} share their weight with another layer "
+                         f"(a tied output head); leave targets out to adapt attention and "
+                         f"feed-forward")
     narrow = min(min(model.get_submodule(n).weight.shape) for n in names)
     if not 1 <= r <= narrow:
         raise ValueError(f"LoRA rank r={r} does not fit the narrowest adapted matrix "

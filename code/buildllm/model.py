@@ -25,7 +25,8 @@ from buildllm.norms import make_norm
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer: token ids ``(B, T)`` -> next-token logits ``(B, T, V)``."""
+    """A decoder-only transformer: token ids ``(B, T)`` -> next-token logits
+    ``(B, T, V)``."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -39,7 +40,8 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale the residual projections down
+        # GPT-2: scale the residual projections down
+        for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
@@ -62,8 +64,8 @@ class GPT(nn.Module):
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
-        """The mean cross-entropy of ``logits`` ``(B, T, V)`` for ``targets`` ``(B, T)``, those
-        of -1 left out; ``None`` without targets."""
+        """The mean cross-entropy of ``logits`` ``(B, T, V)`` for ``targets`` ``(B, T)``,
+        those of -1 left out; ``None`` without targets."""
         if targets is None:
             return None
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
@@ -77,11 +79,12 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Token vectors plus position vectors, ``(B, T, C)``, for ids ``(B, T)`` whose first
-        token is at position ``start``."""
+        """Token vectors plus position vectors, ``(B, T, C)``, for ids ``(B, T)`` whose
+        first token is at position ``start``."""
         T = idx.size(1)
-        assert start + T <= self.config.block_size, \
-            f"{start + T} tokens: the context holds {self.config.block_size}; crop the input"
+        assert start + T <= self.config.block_size, (
+            f"{start + T} tokens: the context holds {self.config.block_size}; "
+            f"crop the input")
         x = self.wte(idx) + self.wpe(torch.arange(start, start + T, device=idx.device))
         return self.drop(x)
 
@@ -91,12 +94,14 @@ class GPT(nn.Module):
         return [KVCache(batch_size, max_len or self.config.block_size) for _ in self.h]
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters per component: embeddings, attention, feed-forward, norms, output head.
+        """Parameters per component: embeddings, attention, feed-forward, norms, output
+        head.
 
         A tied head shares the embedding matrix, so it adds nothing; the total counts each
         tensor once.
         """
-        counts = dict.fromkeys(("embeddings", "attention", "feed-forward", "norms", "head"), 0)
+        counts = dict.fromkeys(
+            ("embeddings", "attention", "feed-forward", "norms", "head"), 0)
         for name, p in self.named_parameters():  # each tensor once: a tied head is skipped
             module = self.get_submodule(name.rpartition(".")[0])
             if isinstance(module, nn.Embedding):
@@ -120,9 +125,10 @@ class GPT(nn.Module):
 
 
 class SpeedrunGPT(GPT):
-    """The GPT with two parts of modded-nanogpt's speedrun: value embeddings (``value_embed``),
-    one token embedding per block, ``wve``, that the block's attention adds to its values; and
-    logits soft-capped into ``(-cap, cap)`` (``logit_softcap``), as in Gemma 2."""
+    """The GPT with two parts of modded-nanogpt's speedrun: value embeddings
+    (``value_embed``), one token embedding per block, ``wve``, that the block's attention
+    adds to its values; and logits soft-capped into ``(-cap, cap)`` (``logit_softcap``), as
+    in Gemma 2."""
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)

@@ -34,8 +34,8 @@ def newton_schulz(G: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
     The quintic ``X <- a X + b (X X^T) X + c (X X^T)^2 X`` acts on every singular value
     alone, as ``s <- a s + b s^3 + c s^5``. Its coefficients pull any singular value in
     ``(0, 1]`` fast towards 1 without converging exactly: after five steps the values lie
-    between about 0.7 and 1.2. Dividing by the norm first puts them all in ``(0, 1]``; a tall
-    matrix is transposed so that ``X X^T`` is the smaller of the two products.
+    between about 0.7 and 1.2. Dividing by the norm first puts them all in ``(0, 1]``; a
+    tall matrix is transposed so that ``X X^T`` is the smaller of the two products.
     """
     a, b, c = NS_COEFFICIENTS
     tall = G.size(-2) > G.size(-1)
@@ -52,8 +52,8 @@ def muon_update(grad: torch.Tensor, momentum: torch.Tensor, beta: float = 0.95,
     """The orthogonalized step of one matrix, before the learning rate and the scale.
 
     ``momentum`` (the matrix's buffer) becomes ``beta * momentum + (1 - beta) * grad``, in
-    place. Nesterov momentum steps along ``(1 - beta) * grad + beta * momentum``: the gradient
-    mixed with where the momentum is heading.
+    place. Nesterov momentum steps along ``(1 - beta) * grad + beta * momentum``: the
+    gradient mixed with where the momentum is heading.
     """
     momentum.lerp_(grad, 1 - beta)
     direction = grad.lerp(momentum, beta) if nesterov else momentum
@@ -61,10 +61,11 @@ def muon_update(grad: torch.Tensor, momentum: torch.Tensor, beta: float = 0.95,
 
 
 def muon_scale(shape: torch.Size, rms: float) -> float:
-    """The factor that gives an orthogonalized ``(m, n)`` step a root mean square of ``rms``.
+    """The factor that gives an orthogonalized ``(m, n)`` step a root mean square of
+    ``rms``.
 
-    An orthogonal ``(m, n)`` matrix has ``min(m, n)`` singular values of 1, hence a root mean
-    square of ``1 / sqrt(max(m, n))``.
+    An orthogonal ``(m, n)`` matrix has ``min(m, n)`` singular values of 1, hence a root
+    mean square of ``1 / sqrt(max(m, n))``.
     """
     return rms * math.sqrt(max(shape[-2], shape[-1]))
 

@@ -30,28 +30,33 @@ EPS = torch.finfo(torch.float32).eps  # the smallest scale PyTorch allows
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization with one scale per output channel: ``w ~ q * scale``.
 
-    ``weight``: ``(out, in)``, any float dtype (computed in float32). Returns ``q`` ``(out, in)``
-    int8 and ``scale`` ``(out,)`` float32, with ``|w - q * scale| <= scale / 2``.
+    ``weight``: ``(out, in)``, any float dtype (computed in float32). Returns ``q``
+    ``(out, in)`` int8 and ``scale`` ``(out,)`` float32, with
+    ``|w - q * scale| <= scale / 2``.
 
-    PyTorch's convention (its per-channel symmetric qint8 observer and ``quantize_per_channel``),
-    followed to the bit: codes run over the whole range -128 .. 127, whose 255 steps give a
-    half-width of 127.5, so ``scale = max|w| / 127.5`` (at least float32's eps, which gives an
-    all-zero row a usable scale); then ``w * (1 / scale)`` (a product with the reciprocal, not
-    a division) is rounded half to even and clamped. The largest ``|w|`` lands on 127.5, give
-    or take float rounding, and becomes 127, or -127 or -128 if negative.
+    PyTorch's convention (its per-channel symmetric qint8 observer and
+    ``quantize_per_channel``), followed to the bit: codes run over the whole range
+    -128 .. 127, whose 255 steps give a half-width of 127.5, so ``scale = max|w| / 127.5``
+    (at least float32's eps, which gives an all-zero row a usable scale); then
+    ``w * (1 / scale)`` (a product with the reciprocal, not a division) is rounded half to
+    even and clamped. The largest ``|w|`` lands on 127.5, give or take float rounding, and
+    becomes 127, or -127 or -128 if negative.
     """
-    assert weight.dim() == 2 and weight.is_floating_point(), "weight: a float matrix (out, in)"
+    assert weight.dim() == 2 and weight.is_floating_point(), (
+        "weight: a float matrix (out, in)")
     w = weight.detach().float()
-    assert torch.isfinite(w).all(), "weights hold NaN or infinity (or values beyond float32)"
+    assert torch.isfinite(w).all(), (
+        "weights hold NaN or infinity (or values beyond float32)")
     scale = (w.abs().amax(dim=1) / 127.5).clamp(min=EPS)  # (out,)
     q = torch.round(w * (1.0 / scale)[:, None]).clamp(-128, 127).to(torch.int8)
     return q, scale
 
 
 def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The float32 weights that codes ``q`` ``(out, in)`` int8 and ``scale`` ``(out,)`` stand
-    for: ``q * scale``, ``(out, in)``."""
-    assert q.dtype == torch.int8 and scale.shape == (q.size(0),), "int8 codes, one scale a row"
+    """The float32 weights that codes ``q`` ``(out, in)`` int8 and ``scale`` ``(out,)``
+    stand for: ``q * scale``, ``(out, in)``."""
+    assert q.dtype == torch.int8 and scale.shape == (q.size(0),), (
+        "int8 codes, one scale a row")
     return q.float() * scale.float()[:, None]
 
 

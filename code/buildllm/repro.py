@@ -30,7 +30,8 @@ def reproducible(seed: int = 1337, threads: int = 1, precision: int = 4) -> torc
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
-    os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses; this one's hash seed is fixed
+    # for subprocesses; this one's hash seed is fixed
+    os.environ["PYTHONHASHSEED"] = str(seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     random.seed(seed)
     np.random.seed(seed)

@@ -86,8 +86,9 @@ class CharTokenizer(Tokenizer):
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} was not in the text this tokenizer was "
-                             f"fit on; it knows only those {self.vocab_size} characters") from None
+            raise ValueError(f"character {e.args[0]!r} was not in the text this tokenizer "
+                             f"was fit on; it knows only those {self.vocab_size} "
+                             f"characters") from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[_checked_id(i, self.vocab_size)] for i in ids)
@@ -127,12 +128,14 @@ class BPETokenizer(Tokenizer):
         self.vocab = {i: bytes([i]) for i in range(256)}  # id -> bytes
         for k, (a, b) in enumerate(self.merges):
             if not (a in self.vocab and b in self.vocab):
-                raise ValueError(f"merge {k} is {(a, b)}, but only ids below {256 + k} exist yet")
+                raise ValueError(f"merge {k} is {(a, b)}, but only ids below {256 + k} "
+                                 f"exist yet")
             self.vocab[256 + k] = self.vocab[a] + self.vocab[b]
         specials = list(special_tokens)
         if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s
                                                           for s in specials):
-            raise ValueError(f"special tokens must be distinct non-empty strings, got {specials}")
+            raise ValueError(f"special tokens must be distinct non-empty strings, "
+                             f"got {specials}")
         self.special_tokens = {s: len(self.vocab) + i for i, s in enumerate(specials)}
         self.vocab.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
         self.ranks = {pair: 256 + k for k, pair in enumerate(self.merges)}  # pair -> new id
@@ -149,9 +152,9 @@ class BPETokenizer(Tokenizer):
         return self._encoder.encode(text)
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
-        """Encode ``text`` into ids; the special tokens named in ``allowed_special`` (or all of
-        them, with ``"all"``) become their ids. Any other special token in the text is an error,
-        as in tiktoken."""
+        """Encode ``text`` into ids; the special tokens named in ``allowed_special`` (or all
+        of them, with ``"all"``) become their ids. Any other special token in the text is an
+        error, as in tiktoken."""
         if not isinstance(text, str):
             raise TypeError(f"encode needs a str, got {type(text).__name__}")
         allowed = self._allowed(allowed_special)
@@ -160,11 +163,13 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(
                     f"text contains the special token {s!r}, which is not allowed: pass "
                     f"allowed_special={{{s!r}}} (or 'all') to encode it as its id "
-                    f"{self.special_tokens[s]}, or call encode_ordinary to encode it as text")
+                    f"{self.special_tokens[s]}, or call encode_ordinary to encode it as "
+                    f"text")
         if not allowed:
             return self.encode_ordinary(text)
         # regex.split with a group keeps the specials, at the odd positions (longest first)
-        alternatives = "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True))
+        alternatives = "|".join(regex.escape(s)
+                                for s in sorted(allowed, key=len, reverse=True))
         out: list[int] = []
         for i, part in enumerate(regex.split(f"({alternatives})", text)):
             out.extend([self.special_tokens[part]] if i % 2 else self.encode_ordinary(part))
@@ -213,8 +218,9 @@ class BPETokenizer(Tokenizer):
 
 def train_bpe(text: str, vocab_size: int, special_tokens: Iterable[str] = (bpe.ENDOFTEXT,),
               naive: bool = False) -> BPETokenizer:
-    """A :class:`BPETokenizer` learned from ``text``, with ``vocab_size`` tokens in all (bytes,
-    merges and special tokens; a text too small for that many merges gives fewer)."""
+    """A :class:`BPETokenizer` learned from ``text``, with ``vocab_size`` tokens in all
+    (bytes, merges and special tokens; a text too small for that many merges gives
+    fewer)."""
     specials = list(special_tokens)
     if not (is_number(vocab_size, int) and vocab_size >= 256 + len(specials)):
         raise ValueError(f"vocab_size must be an int of at least 256 + {len(specials)} "

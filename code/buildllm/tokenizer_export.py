@@ -19,8 +19,8 @@ from buildllm.tokenizer import BPETokenizer
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from each byte to a printable character.
 
-    Printable bytes stand for themselves; the other 68 (control characters, space, ...) get the
-    characters from U+0100 on, in byte order. Space (32) becomes 'Ġ', newline (10) 'Ċ'.
+    Printable bytes stand for themselves; the other 68 (control characters, space, ...) get
+    the characters from U+0100 on, in byte order. Space (32) becomes 'Ġ', newline (10) 'Ċ'.
     """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]

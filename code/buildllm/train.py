@@ -88,10 +88,11 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, counts: t
 
 
 def adamw(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices (linear and embedding weights) only; biases and
-    normalization gains (vectors) are not pulled towards zero."""
+    """AdamW with weight decay on the matrices (linear and embedding weights) only; biases
+    and normalization gains (vectors) are not pulled towards zero."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+    groups = [{"params": [p for p in params if p.dim() >= 2],
+               "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2),
                              fused=False)
@@ -148,8 +149,8 @@ def start_run(config: TrainConfig, vocab_size: int, device: torch.device) -> Run
     return Run(model, make_optimizer(model, config), torch.Generator().manual_seed(config.seed))
 
 
-def train_step(model: torch.nn.Module, run: Run, x: torch.Tensor, y: torch.Tensor, lr: float,
-               config: TrainConfig, autocast=contextlib.nullcontext):
+def train_step(model: torch.nn.Module, run: Run, x: torch.Tensor, y: torch.Tensor,
+               lr: float, config: TrainConfig, autocast=contextlib.nullcontext):
     """One step: forward, backward, clip the gradient norm, update. Returns (loss, norm)."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -157,8 +158,9 @@ def train_step(model: torch.nn.Module, run: Run, x: torch.Tensor, y: torch.Tenso
         _, loss = model(x, y)
     if not torch.isfinite(loss):
         raise NonFiniteLossError(
-            f"the loss is {loss.item()} at step {run.step} (learning rate {lr:.3g}): training "
-            f"diverged. Lower lr (now {config.lr}), keep grad_clip on (now {config.grad_clip}), "
+            f"the loss is {loss.item()} at step {run.step} (learning rate {lr:.3g}): "
+            f"training diverged. Lower lr (now {config.lr}), keep grad_clip on "
+            f"(now {config.grad_clip}), "
             f"or use more warmup_steps (now {config.warmup_steps}).")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -179,19 +181,21 @@ class TrainResult:
     out_dir: Path | None = None
 
 
-def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, resume: bool = False,
-          progress: bool = False, text: str | None = None,
+def train(config: TrainConfig, out_dir: str | os.PathLike | None = None,
+          resume: bool = False, progress: bool = False, text: str | None = None,
           final_eval_windows: int | None = None,
           clock: Callable[[], float] = time.perf_counter) -> TrainResult:
     """Train a model as ``config`` says; with ``out_dir``, log and checkpoint there.
 
-    ``out_dir`` receives ``log.jsonl`` and ``checkpoint/`` (every ``eval_interval`` steps and
-    at the end); ``resume=True`` continues from that checkpoint exactly where it stopped.
-    ``progress`` shows a progress bar; ``text`` replaces the corpus (tests use a small one);
-    ``clock`` measures the time budget (``time.process_time`` counts CPU seconds). The final
-    evaluation scores the whole validation text, or ``final_eval_windows`` windows of it.
+    ``out_dir`` receives ``log.jsonl`` and ``checkpoint/`` (every ``eval_interval`` steps
+    and at the end); ``resume=True`` continues from that checkpoint exactly where it
+    stopped. ``progress`` shows a progress bar; ``text`` replaces the corpus (tests use a
+    small one); ``clock`` measures the time budget (``time.process_time`` counts CPU
+    seconds). The final evaluation scores the whole validation text, or
+    ``final_eval_windows`` windows of it.
     """
-    out = checkpoint.check_run_folder(out_dir, resume)  # a file, unwritable, nothing to resume
+    # a file, unwritable, nothing to resume
+    out = checkpoint.check_run_folder(out_dir, resume)
     procs = Processes.start(config)
     autocast = make_autocast(config, procs.device)
     d = data.prepare_data(config, text)

@@ -108,10 +108,10 @@ def _read(path: Path) -> dict[str, tuple[tuple[str, ...], ...]]:
 
 def words(text: str) -> list[str]:
     """The words of ``text``, lower-cased, in order. Apostrophes that belong to a word stay
-    (``o'er``, ``'tis``, ``look'd``, ``th'``; a quotation mark in single quotes stays too, and
-    the look-ups strip it); hyphens split compounds (``heart-ache`` is two words);
-    punctuation, speaker names at the start of a line (``ROMEO:``, ``**ROMEO**``) and any token
-    holding a digit are dropped."""
+    (``o'er``, ``'tis``, ``look'd``, ``th'``; a quotation mark in single quotes stays too,
+    and the look-ups strip it); hyphens split compounds (``heart-ache`` is two words);
+    punctuation, speaker names at the start of a line (``ROMEO:``, ``**ROMEO**``) and any
+    token holding a digit are dropped."""
     text = _SPEAKER.sub(" ", text.translate(_APOSTROPHES))
     found = _WORD.findall(text.lower())
     return [w for w in found if all(c.isalpha() or c == "'" for c in w)]  # no ², no ½
@@ -126,10 +126,10 @@ def _spellings(word: str) -> tuple[str, ...]:
 
 def is_english(word: str) -> bool:
     """Whether the dictionary knows ``word``, as printed or without apostrophes at its ends
-    (``'hello'``), or spelt out: a listed elision (``o'er`` is ``over``, :data:`ELISIONS`) or an
-    apostrophe read as a dropped ``e`` (``look'd`` is ``looked``, ``heav'n`` is ``heaven``), or
-    a word with ``'t`` for "it" leaning on it (``is't``, ``do't``).
-    Names count when the dictionary lists them, as it does many."""
+    (``'hello'``), or spelt out: a listed elision (``o'er`` is ``over``, :data:`ELISIONS`)
+    or an apostrophe read as a dropped ``e`` (``look'd`` is ``looked``, ``heav'n`` is
+    ``heaven``), or a word with ``'t`` for "it" leaning on it (``is't``, ``do't``). Names
+    count when the dictionary lists them, as it does many."""
     table = pronunciations()
     forms = _spellings(word)
     candidates = [*forms, *(ELISIONS.get(f, "") for f in forms),
@@ -180,10 +180,11 @@ def guess_syllables(word: str) -> int:
 
 
 def word_syllables(word: str) -> int:
-    """The syllables of ``word``: the vowel phones of its first pronunciation in the dictionary
-    (``every`` 3, ``fire`` 2, ``our`` 2: the dictionary's commonest reading, not the verse's),
-    else :func:`guess_syllables`. A vowelless elision such as ``th'`` counts 0: it is spoken
-    with the next word. A word the dictionary lists without a vowel (``hmm``) counts 1."""
+    """The syllables of ``word``: the vowel phones of its first pronunciation in the
+    dictionary (``every`` 3, ``fire`` 2, ``our`` 2: the dictionary's commonest reading, not
+    the verse's), else :func:`guess_syllables`. A vowelless elision such as ``th'`` counts
+    0: it is spoken with the next word. A word the dictionary lists without a vowel
+    (``hmm``) counts 1."""
     if _is_elided(word):
         return 0
     phones = _first_pronunciation(word)
