@@ -362,11 +362,11 @@ def blocks_side_by_side() -> None:
 
 def lora() -> None:
     """Chapter "Fine-tuning": the frozen W and the two thin matrices that LoRA trains, at the
-    shapes of the book model's c_attn (in 128, out 384) with r = 8 (drawn wider than to
+    shapes of the book model's c_attn (in 192, out 576) with r = 8 (drawn wider than to
     scale)."""
     fig, ax = canvas(2.45)
-    s, r, x, y = 1.6 / 384, 0.1, 0.25, 0.55  # inches per row or column; r as drawn
-    W = (128 * s, 384 * s)
+    s, r, x, y = 1.6 / 576, 0.1, 0.25, 0.55  # inches per row or column; r as drawn
+    W = (192 * s, 576 * s)
     cell(ax, x, y, *W, "W", fs=10, fc="0.85", hatch="////",
          bbox=dict(fc="white", ec="none", pad=1))
     label(ax, x + W[0] / 2, y - 0.17, "(out, in)\nfrozen", fs=7.5, va="top")
@@ -382,9 +382,9 @@ def lora() -> None:
     T = "^{\\mathsf{T}}"
     text = (f"$y = x\\,W{T} + (\\alpha/r)\\; x\\,A{T} B{T}$\n\n"
             "$\\Delta W = (\\alpha/r)\\, B A$, never formed in training\n\n"
-            "the book model's c_attn: in = 128, out = 384\n"
-            "W: 49,152 numbers, frozen\n"
-            "A and B at r = 8: 4,096 numbers, trained")
+            "the book model's c_attn: in = 192, out = 576\n"
+            "W: 110,592 numbers, frozen\n"
+            "A and B at r = 8: 6,144 numbers, trained")
     label(ax, 2.45, y + W[1] / 2 - 0.1, text, fs=8, ha="left", linespacing=1.3)
     save(fig, "lora")
 
@@ -423,12 +423,12 @@ def classifier_last_token() -> None:
         ax.plot([c, c], [1.08, 1.3], color="black", lw=0.6)
     hx, hy, hw = centres[last] - 0.65, 2.0, 1.3
     arrow(ax, (centres[last], 1.71), (centres[last], hy - 0.01), lw=1, mutation_scale=8)
-    cell(ax, hx, hy, hw, 0.32, "head: Linear(128 \u2192 3)", fs=8)
+    cell(ax, hx, hy, hw, 0.32, "head: Linear(192 \u2192 3)", fs=8)
     for k, name in enumerate(["comedy", "history", "tragedy"]):
         y = hy + 0.16 + (1 - k) * 0.28
         arrow(ax, (hx + hw + 0.02, hy + 0.16), (hx + hw + 0.3, y), lw=0.8, mutation_scale=7)
         cell(ax, hx + hw + 0.32, y - 0.11, 0.72, 0.22, name, fs=8)
-    label(ax, x0, 2.15, "one hidden vector of 128 numbers\n"
+    label(ax, x0, 2.15, "one hidden vector of 192 numbers\n"
           "per position; the head reads the\nlast real token's, which has seen\n"
           "the whole passage", fs=8, ha="left", linespacing=1.3)
     save(fig, "classifier_last_token")
@@ -436,10 +436,10 @@ def classifier_last_token() -> None:
 
 def loss_mask() -> None:
     """Chapter "Fine-tuning": one instruction example, its prompt shortened in the middle (the
-    chapter's first example is 91 tokens of prompt and 5 of answer, in the book's BPE). The
+    chapter's first example is 56 tokens of prompt and 5 of answer, in the book's BPE). The
     target at each position is the next token; where that is still the prompt's, it is -1, and
     the loss skips it."""
-    inputs = ["Is", "\u2423this", "\u2026", "\u2423E", "\u21b5", "A", "n", "sw", "er", ":",
+    inputs = ["Is", "\u2423this", "\u2026", "\u2423to", "\u21b5", "A", "n", "sw", "er", ":",
               "\u2423his", "t", "or", "y"]
     n_prompt, n = 10, len(inputs)  # prompt tokens shown; positions
     targets = ["\u22121"] * (n_prompt - 1) + inputs[n_prompt:] + ["\u21b5"]
@@ -455,7 +455,7 @@ def loss_mask() -> None:
     for i in range(n_prompt - 1, n - 1):  # target i is input i + 1
         arrow(ax, (x0 + (i + 1.5) * w, rows[0][1] - 0.01), (x0 + (i + 0.5) * w, rows[1][1] + h),
               lw=0.7, mutation_scale=7)
-    for a, b, text in [(0, n_prompt, "prompt (91 tokens)"),
+    for a, b, text in [(0, n_prompt, "prompt (56 tokens)"),
                        (n_prompt, n, "answer")]:
         xa, xb, y = x0 + a * w + 0.03, x0 + b * w - 0.03, rows[0][1] + h + 0.12
         ax.plot([xa, xa, xb, xb], [y - 0.05, y, y, y - 0.05], color="black", lw=0.8)
