@@ -6,6 +6,7 @@ notebook in _toc.yml with `make execute`). The kernel is this virtual environmen
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,12 @@ def execute(path: Path, timeout: int = 1200) -> float:
 
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parent.parent
+    # The kernel starts in the notebook's folder (book/ or book/solutions/): a relative
+    # PYTHONPATH (PYTHONPATH=code) would not reach it, and the installed copy would be
+    # imported instead of this checkout's.
+    if os.environ.get("PYTHONPATH"):
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            str(Path(p).resolve()) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p)
     paths = [Path(a) for a in argv] or toc_notebooks(root)
     for p in paths:
         print(f"executing {p} ...", flush=True)

@@ -13,7 +13,9 @@
 - every `buildllm` command that the book and the README print is one the command line accepts;
 - no line of a ``:pyobject:`` listing is wider than a printed code box (CODE_COLUMNS);
 - every figure and table with a name is cited; every drawn figure in book/figures/ is shown by
-  a page under a name and drawn by scripts/make_figures.py.
+  a page under a name and drawn by scripts/make_figures.py;
+- every chapter ends with exercises, each with a label and a link to its worked solution in
+  the Solutions appendix, and every solution has its exercise and links back to it.
 """
 
 from __future__ import annotations
@@ -523,6 +525,75 @@ def check_commands(root: Path) -> list[str]:
             if e.code:
                 why = stderr.getvalue().strip().splitlines()[-1]
                 problems.append(f"{page}: `{line}` is refused: {why}")
+    return problems
+
+
+
+# Exercises and their solutions: chapter book/NN_slug.ipynb labels its exercises (ex-slug-K)= and
+# links each to (sol-slug-K)= in book/solutions/NN_slug.ipynb, which links back.
+_LABEL = re.compile(r"^\((ex|sol)-([\w]+)-(\d+)\)=\s*$", re.M)
+_REF = re.compile(r"\{ref\}`(?:[^`<]*<)?((?:ex|sol)-[\w-]+?)>?`")
+
+
+def _labels_and_refs(page: Path) -> tuple[set[str], set[str]]:
+    text = "\n".join(prose(page))
+    labels = {f"{m.group(1)}-{m.group(2)}-{m.group(3)}" for m in _LABEL.finditer(text)}
+    return labels, set(_REF.findall(text))
+
+
+def chapters(root: Path) -> list[Path]:
+    """The numbered chapters in _toc.yml: book/NN_slug.ipynb."""
+    return [p for p in toc_notebooks(root)
+            if p.parent == root / "book" and re.match(r"\d\d_", p.name)]
+
+
+def check_exercises(root: Path) -> list[str]:
+    """Problems: a chapter without an Exercises section or without labelled exercises, an
+    exercise without its solution (or without a link to it), a solution without its exercise
+    (or without a link back)."""
+    problems = []
+    exercises, solutions = {}, {}  # label -> page
+    links_to_solution, links_to_exercise = set(), set()
+    for ch in chapters(root):
+        slug = ch.stem.split("_", 1)[1]
+        texts = prose(ch)
+        at = [i for i, t in enumerate(texts) if re.search(r"^## Exercises\s*$", t, re.M)]
+        if not at:
+            problems.append(f"{ch.name}: no '## Exercises' section")
+            continue
+        section = "\n".join(texts[at[0]:])
+        section = section[re.search(r"^## Exercises\s*$", section, re.M).start():]
+        nxt = re.search(r"^#{1,2} ", section[3:], re.M)
+        section = section[:nxt.start() + 3] if nxt else section
+        found = {f"ex-{m.group(2)}-{m.group(3)}" for m in _LABEL.finditer(section)
+                 if m.group(1) == "ex"}
+        if not found:
+            problems.append(f"{ch.name}: its Exercises section has no labelled exercise "
+                            f"((ex-{slug}-1)= before the first)")
+        for label in found:
+            exercises[label] = ch.name
+        links_to_solution |= _labels_and_refs(ch)[1]
+    for page in sorted((root / "book" / "solutions").glob("*.ipynb")):
+        labels, refs = _labels_and_refs(page)
+        for label in labels:
+            if label.startswith("sol-"):
+                solutions[label] = page.name
+        links_to_exercise |= refs
+    for label, page in sorted(exercises.items()):
+        sol = "sol-" + label[3:]
+        if sol not in solutions:
+            problems.append(f"{page}: exercise {label} has no solution (no ({sol})= in "
+                            f"book/solutions/)")
+        if sol not in links_to_solution:
+            problems.append(f"{page}: exercise {label} does not link to its solution "
+                            f"({{ref}}`solution <{sol}>`)")
+    for label, page in sorted(solutions.items()):
+        ex = "ex-" + label[4:]
+        if ex not in exercises:
+            problems.append(f"solutions/{page}: solution {label} has no exercise ({ex})")
+        if ex not in links_to_exercise:
+            problems.append(f"solutions/{page}: solution {label} does not link back to its "
+                            f"exercise ({{ref}}`exercise <{ex}>`)")
     return problems
 
 

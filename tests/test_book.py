@@ -23,6 +23,7 @@ from book_checks import (
     check_code_width,
     check_commands,
     check_executed,
+    check_exercises,
     check_figures_referenced,
     check_later_names,
     check_library_shown,
@@ -401,3 +402,45 @@ def test_code_width_check_catches_a_planted_long_line(tmp_path):
         "one.md shows mod.Box.method: line 15 of mod.py",
         "two.ipynb shows mod.wide: line 7 of mod.py"]
     assert check_code_width(root, columns=n + 10) == []
+
+
+def test_every_chapter_has_exercises_and_every_exercise_a_solution():
+    assert check_exercises(ROOT) == []
+
+
+def _page(path: Path, markdown: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(m) for m in markdown]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_exercise_check_sees_missing_sections_solutions_and_links(tmp_path):
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/index\nchapters:\n- file: book/01_a\n"
+        "- file: book/solutions/01_a\n")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "index.md").write_text("# Index\n")
+    chapter = tmp_path / "book" / "01_a.ipynb"
+    solutions = tmp_path / "book" / "solutions" / "01_a.ipynb"
+    _page(chapter, ["# A\n\n## Summary\n\nText."])
+    _page(solutions, ["# Solutions"])
+    assert check_exercises(tmp_path) == ["01_a.ipynb: no '## Exercises' section"]
+    _page(chapter, ["# A\n\n## Exercises\n\n1. Do it."])
+    assert "has no labelled exercise" in check_exercises(tmp_path)[0]
+    _page(chapter, ["# A\n\n## Exercises\n\n(ex-a-1)=\n**1.** Do it."])
+    problems = check_exercises(tmp_path)
+    assert "ex-a-1 has no solution" in problems[0]
+    assert "does not link to its solution" in problems[1]
+    _page(chapter, ["# A\n\n## Exercises\n\n(ex-a-1)=\n**1.** Do it "
+                    "({ref}`solution <sol-a-1>`)."])
+    _page(solutions, ["# Solutions\n\n(sol-a-1)=\n## Exercise 1\n\nDone.",
+                      "(sol-a-2)=\n## Exercise 2\n\n{ref}`Exercise 2 <ex-a-2>`."])
+    problems = check_exercises(tmp_path)
+    assert problems == ["solutions/01_a.ipynb: solution sol-a-1 does not link back to its "
+                        "exercise ({ref}`exercise <ex-a-1>`)",
+                        "solutions/01_a.ipynb: solution sol-a-2 has no exercise (ex-a-2)"]
+    _page(solutions, ["# Solutions\n\n(sol-a-1)=\n## Exercise 1\n\n"
+                      "{ref}`Exercise 1 <ex-a-1>`: done."])
+    assert check_exercises(tmp_path) == []
