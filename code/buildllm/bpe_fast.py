@@ -1,5 +1,5 @@
 """Byte-pair encoding, fast: the same merges and the same ids as :mod:`buildllm.bpe`, in a
-fraction of the time. Explained in the chapter "Tokens" (section "Training faster").
+fraction of the time. Explained in the chapter "Tokens" (section "The fast trainer").
 
 Three ideas make training fast (:func:`train_merges`):
 

@@ -272,7 +272,7 @@ RECIPES: dict[str, TrainConfig] = {
     # 64-token context, the shape that the chapter "From GPT-2 to today's LLMs" finds trains
     # best in minutes on a CPU; BPE with 1024 tokens, many small steps (16 windows) at a high
     # learning rate, brought down by a cosine to a hundredth of it, and dropout, since the run
-    # reads the training text about nine times. Four minutes on two CPU cores.
+    # reads the training text about ten times. Minutes on two CPU cores.
     "book": TrainConfig(
         model=preset("book", n_layer=2, n_head=6, n_embd=192, block_size=64, dropout=0.1),
         tokenizer="bpe", batch_size=16, max_steps=4000, lr=3e-3, min_lr=3e-5, warmup_steps=50,

@@ -20,7 +20,7 @@ measure written here from scratch and tested against a brute-force reference:
    found verbatim in the training text, and the longest copied run (:func:`longest_copy`).
 4. **Does it know what comes next?** (:func:`choice_measures`): a scene of a held-out play and
    four candidate next lines; the model picks by log-probability
-   (:func:`continuation_logprob`, which later chapters reuse): in all, per character, and by
+   (:func:`continuation_logprob`): in all, per character, and by
    what the scene adds to it.
 5. **Metre** (:func:`metre_measures`): syllables per sampled line.
 

@@ -27,7 +27,7 @@ SPEAKER_QUESTION = "Who speaks this line?"
 
 def genre_questions(texts: Sequence[str], labels: torch.Tensor) -> list[tuple[str, str]]:
     """The genre task as (prompt, answer) pairs: the question, the passage, ``Answer:``; the
-    answer is `` comedy``, `` history`` or `` tragedy`` and a newline."""
+    answer is a space, the genre (comedy, history or tragedy) and a newline."""
     return [(f"{GENRE_QUESTION}\n{t}\nAnswer:", f" {CLASSES[k]}\n")
             for t, k in zip(texts, labels.tolist())]
 

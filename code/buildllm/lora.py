@@ -1,6 +1,6 @@
 """LoRA, low-rank adaptation, from scratch. Explained in the chapter "Fine-tuning".
 
-Fine-tuning changes a weight matrix ``W`` ``(out, in)`` by some ``ΔW``. LoRA (Hu et al., 2021)
+Fine-tuning changes a weight matrix ``W`` ``(out, in)`` by some ``ΔW``. LoRA (Hu et al., 2022)
 bets that a useful ``ΔW`` has low rank and trains it as a product ``ΔW = B A · alpha / r``, with
 ``A`` ``(r, in)`` and ``B`` ``(out, r)``, while ``W`` stays frozen: ``r (in + out)`` numbers
 to train instead of ``in · out``. ``B`` starts at zero, so the adapted model starts out exactly
@@ -11,7 +11,7 @@ equal to the pretrained one; ``alpha / r`` keeps the size of the update comparab
   feed-forward network, whichever parts the model has) and freezes everything else.
 * :func:`merge_lora` folds ``B A · alpha / r`` into ``W`` for inference: a plain model again,
   no slower than the original.
-* :func:`save_adapters` writes only what training changed, a few kilobytes, beside a JSON
+* :func:`save_adapters` writes only what training changed, a few hundred kilobytes, beside a JSON
   config that records the shapes of the base model; :func:`load_adapters` puts it back onto a
   fresh copy of that base model, and refuses any other (the folder's format and its checks:
   :mod:`buildllm.adapters`).

@@ -1,5 +1,5 @@
 """Words, syllables, stress and metre of a line of English verse, and a reward built on them.
-Explained in the chapters "Measuring a language model" and "Learning from a reward".
+Explained in the chapter "Measuring a language model".
 
 The counts come from the CMU Pronouncing Dictionary: about 134,000 English words with their
 pronunciations as phones, ``abandon AH0 B AE1 N D AH0 N``, where every vowel phone ends in its
