@@ -28,6 +28,7 @@ import torch
 
 from bench import Result
 from bench.bench_train import SEEDS, UNREACHABLE, nanogpt_reference
+from buildllm.repro import threads
 from buildllm.train import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results" / "ablation.jsonl"
@@ -97,12 +98,8 @@ def medians(path: Path = RESULTS) -> dict[str, float]:
 
 
 def run() -> list[Result]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         measure()
-    finally:
-        torch.set_num_threads(previous)
     m = medians()
     base = m["baseline (AdamW, cosine)"]
     return [Result(f"ablation: {name} vs the baseline", value, base, "nats/char",

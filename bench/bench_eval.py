@@ -28,6 +28,7 @@ from buildllm import data
 from buildllm.evaluate import Settings, report_card
 from buildllm.files import write_atomically
 from buildllm.pretrained import pretrained
+from buildllm.repro import threads
 
 RECIPES = ("nanogpt_cpu", "book", "modern")
 THREADS = 2
@@ -36,15 +37,11 @@ RESULTS = Path(__file__).parent / "results" / "eval.json"
 
 def measure(path: Path = RESULTS, recipes=RECIPES) -> dict:
     """Train (or load) each recipe, take its card, write every card to ``path``."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         corpus, cards = data.load_text(), {}
         for name in recipes:
             model, tokenizer = pretrained(name, THREADS)
             cards[name] = report_card(model, tokenizer, Settings(), corpus)
-    finally:
-        torch.set_num_threads(previous)
     doc = {"machine": platform.machine(), "processor": platform.processor(),
            "threads": THREADS, "torch": torch.__version__, "cards": cards}
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1), "utf-8"))

@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from bench import Result
 from buildllm import finetune as ft
 from buildllm.pretrained import pretrained
+from buildllm.repro import threads
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
 
 def run() -> list[Result]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         model, tokenizer = pretrained("book")
         task = ft.genre_task(tokenizer)
         _, full = ft.finetune_classifier(model, task, "full", steps=200)
         _, lora = ft.finetune_classifier(model, task, "lora", steps=200,
                                          max_seconds=full["cpu_seconds"])
-    finally:
-        torch.set_num_threads(previous)
     note = (f"{full['cpu_seconds']:.0f} CPU-s each on {THREADS} threads; full {full['steps']} "
             f"steps, acc {full['acc']:.3f} [{full['lo']:.3f}, {full['hi']:.3f}]; LoRA "
             f"{lora['steps']} steps, acc {lora['acc']:.3f} [{lora['lo']:.3f}, {lora['hi']:.3f}]"

@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 
 from bench import Result
-from buildllm import checkpoint, data
+from buildllm import data
 from buildllm.config import RECIPES
 from buildllm.evaluate import Settings, report_card
 from buildllm.files import write_atomically
 from buildllm.finetune import TEST_PLAYS
 from buildllm.pretrained import recipe_hash
+from buildllm.repro import threads
 from buildllm.train import train
 
 RESULTS = Path(__file__).parent / "results" / "hour.json"
@@ -75,18 +76,12 @@ def trained(name: str) -> tuple[torch.nn.Module, object, dict]:
 
 def measure(path: Path = RESULTS, names=NAMES) -> dict:
     """Train each recipe, score it, write everything to ``path``."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         corpus, runs = data.load_text(), {}
         for name in names:
             model, tokenizer, runs[name] = trained(name)
-            card = report_card(model, tokenizer, Settings(plays=TEST_PLAYS), corpus)
-            runs[name]["card"] = card
-            checkpoint.save_checkpoint(data.cache_dir() / "bench" / f"{name}-final", model,
-                                       tokenizer)
-    finally:
-        torch.set_num_threads(previous)
+            runs[name]["card"] = report_card(model, tokenizer, Settings(plays=TEST_PLAYS),
+                                             corpus)
     doc = {"machine": platform.machine(), "processor": platform.processor(),
            "threads": THREADS, "torch": torch.__version__, "clock": "CPU seconds",
            "runs": runs}

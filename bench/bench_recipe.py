@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import statistics
 
-import torch
-
 from bench import Result
 from bench.bench_train import SEEDS, THREADS, equal_time
+from buildllm.repro import threads
 
 
 def run() -> list[Result]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         runs = [equal_time("modern", seed) for seed in SEEDS]
-    finally:
-        torch.set_num_threads(previous)
     ours = [o["nats_per_char"] for o, _ in runs]
     ref = [r["nats_per_char"] for _, r in runs]
     ratios = ", ".join(f"{o / r:.3f}" for o, r in zip(ours, ref))

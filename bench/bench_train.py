@@ -28,7 +28,7 @@ from torch import nn
 from bench import Result
 from buildllm.config import RECIPES
 from buildllm.model import GPT
-from buildllm.repro import best_time
+from buildllm.repro import best_time, threads
 from buildllm.train import make_optimizer, train
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -143,9 +143,5 @@ def throughput() -> Result:
 
 
 def run() -> list[Result]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with threads(THREADS):
         return [throughput(), quality()]
-    finally:
-        torch.set_num_threads(previous)

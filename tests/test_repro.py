@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from buildllm import repro
 from buildllm.repro import reproducible
 
 
@@ -47,3 +48,15 @@ def test_reproducible_fixes_seeds_and_threads(restore_torch_settings):
 def test_bad_settings_are_clear_errors(kw, name, restore_torch_settings):
     with pytest.raises(ValueError, match=f"{name} must be"):
         reproducible(**kw)
+
+
+def test_threads_sets_the_count_inside_and_restores_it_after_even_on_error():
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with repro.threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with repro.threads(other):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from buildllm import checkpoint, data
+from buildllm import checkpoint, data, repro
 from buildllm.config import RECIPES, GPTConfig, TrainConfig
 from buildllm.model import GPT
 from buildllm.tokenizer import Tokenizer
@@ -94,12 +94,11 @@ def pretrained_dir(name: str = "book", threads: int = 2) -> Path:
             return folder
         except checkpoint.CheckpointError:  # missing, or damaged: trained again and replaced
             pass
-        previous, rng = torch.get_num_threads(), torch.get_rng_state()
-        torch.set_num_threads(threads)
+        rng = torch.get_rng_state()
         try:
-            result = train(config, clock=time.process_time)  # train_seconds: CPU seconds
+            with repro.threads(threads):
+                result = train(config, clock=time.process_time)  # train_seconds: CPU seconds
         finally:
-            torch.set_num_threads(previous)
             torch.set_rng_state(rng)
         log = "".join(json.dumps(r) + "\n" for r in result.log)
         state = {"step": result.final["step"], "config": config.to_dict(), "final": result.final}

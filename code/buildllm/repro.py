@@ -7,15 +7,17 @@ threads (floating-point sums can round differently when split across threads), a
 digits tensors and arrays print with. Explained in the Preface.
 
 A timing is never the same twice; :func:`best_time`, the fastest of a few runs, is the one that
-varies least (the chapters that time things and ``make bench`` use it).
+varies least (the chapters that time things and ``make bench`` use it). A run that needs its
+own thread count (training the book's model, a benchmark) takes it in :func:`threads`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,3 +54,14 @@ def best_time(fn: Callable[[], object], repeat: int = 3, number: int = 1) -> flo
             fn()
         best = min(best, (time.perf_counter() - start) / number)
     return best
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """PyTorch's CPU threads set to ``n`` inside the ``with`` block, and set back after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
