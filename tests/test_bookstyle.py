@@ -44,3 +44,68 @@ def test_the_words_an_index_entry_names():
     assert bookstyle._index_term("RoPE (rotary position embedding)") == "RoPE"
     assert bookstyle._index_term("byte-pair encoding; tie-breaking") == "tie-breaking"
     assert bookstyle._index_term("GELU") == "GELU"
+    assert bookstyle._index_term("byte-pair encoding; tie-breaking <ties are broken>") == (
+        "ties are broken")
+    assert bookstyle._index_text("byte-pair encoding; tie-breaking <ties are broken>") == (
+        "byte-pair encoding; tie-breaking")
+
+
+def test_an_index_term_is_found_across_a_line_break_and_emphasis():
+    from docutils import nodes
+
+    section = nodes.section()
+    start = nodes.comment()
+    first = nodes.paragraph("", "", nodes.Text("Nothing here."))
+    second = nodes.paragraph("", "", nodes.Text("Add a "), nodes.emphasis("", "residual"),
+                             nodes.Text("\nconnection around it."))
+    section += [start, first, second]
+    text, offset = bookstyle._first_mention(start, "residual connection")
+    assert str(text) == "residual" and offset == 0
+    assert bookstyle._first_mention(start, "layer norm") is None
+
+
+def test_a_heading_that_names_an_index_term_counts_as_its_mention():
+    from docutils import nodes
+
+    before, after = nodes.section(), nodes.section()
+    start = nodes.comment()
+    before += [nodes.title("", "Counting"), start, nodes.paragraph("", "Some counts.")]
+    after += [nodes.title("", "Training loops"), nodes.paragraph("", "Four moves.")]
+    document = nodes.document(None, None)
+    document += [before, after]
+    text, offset = bookstyle._first_mention(start, "training loop")
+    assert str(text) == "Four moves." and offset == 0
+    own = nodes.section()
+    start = nodes.comment()
+    own += [nodes.title("", "Instruction tuning"), start,
+            nodes.paragraph("", "A head answers."), nodes.paragraph("", "instruction tuning")]
+    text, offset = bookstyle._first_mention(start, "instruction tuning")
+    assert str(text) == "A head answers." and offset == 0
+
+
+def test_a_column_of_numbers_is_numeric():
+    from docutils import nodes
+
+    def rows(*cells):
+        return [nodes.row("", nodes.entry("", nodes.paragraph("", c))) for c in cells]
+
+    assert bookstyle._numeric_column(rows("128", "1,095,171", "-0.959", "12 %", "-"), 0)
+    assert not bookstyle._numeric_column(rows("128", "0.312 to 0.355"), 0)
+    assert not bookstyle._numeric_column(rows("-", ""), 0)
+
+
+def test_numbers_and_intervals_keep_to_one_line():
+    from docutils import nodes
+
+    assert bookstyle._atomic("0.312 to 0.355") and bookstyle._atomic("300.00 MiB")
+    assert not bookstyle._atomic("GPT-2 small") and not bookstyle._atomic("77.5 % (75.3-79.5)")
+
+    def row(*cells):
+        return nodes.row("", *(nodes.entry("", nodes.paragraph("", c)) for c in cells))
+
+    head = row("method", "95 % interval")
+    body = [row("pretrained, head only", "0.507 to 0.554"), row("bag of words", "0.483 to 0.529")]
+    widths = bookstyle._content_widths([head, *body], body, 75)
+    assert widths[0] >= 21 + bookstyle.CELL_PAD and widths[1] >= 14 + bookstyle.CELL_PAD
+    narrow = bookstyle._content_widths([head, *body], body, 30)
+    assert narrow[1] == 14 + bookstyle.CELL_PAD and narrow[0] < 21 + bookstyle.CELL_PAD

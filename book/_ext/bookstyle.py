@@ -6,7 +6,8 @@
   code box the number of its lines and of the rows that must fit on the page
   (`\bookcodebox`), so that a box splits only with four lines on each side and a code cell's
   output starts on the page where its code ends; table columns that Markdown aligns right
-  (`|--:|`) are right-aligned in print too.
+  (`|--:|`), or that hold only numbers, are right-aligned in print too, and a table's columns
+  are as wide as their cells need, so that numbers and intervals never wrap.
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
   of the API reference leave the index (the reference's own headings and links stay).
 - Code as a reader reads it: listings of the library and the chapters' code cells show
@@ -15,8 +16,10 @@
   as "...", not "<factory>" (which Sphinx cannot parse, so it printed the raw signature).
 - Index entries on the term's own page: an `{index}` directive written before a paragraph
   (or under a heading) gives each of its terms an anchor at the term's first mention in the
-  prose that follows (within the next two headings); a term not named there as written, at
-  the start of the next paragraph.
+  prose that follows (within the next two headings), or under a heading that names it. An
+  entry may name the words it anchors on, when the prose says it otherwise:
+  "byte-pair encoding; tie-breaking <tie between>". A term not found, at the start of the
+  next paragraph (the build says so).
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -37,15 +40,20 @@ from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearTit
 from sphinx import addnodes
 from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
+from sphinx.util import logging
 
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
 # Characters of 8 pt DejaVu Sans Mono on a line of a code box (160 mm, less its padding).
 CODE_COLUMNS = 92
 # A code cell whose code and output's first rows fit in this many rows of code (about half a
-# page) starts on a page where they all fit; the space between two boxes, in rows.
+# page) starts on a page where they all fit. What lies between the code's last row and the
+# output's first, in rows: the code box's bottom and the output box's top (padding, rules and
+# the space between: 17 pt, measured in the PDF), with room to spare for the output box's own
+# check for space; with 2, a one-line output fell on the page after its code (chapter 4).
 KEEP_TOGETHER = 30
-OUTPUT_GAP = 2
+OUTPUT_GAP = 4
 # Tables of more rows than this are set as longtables, which break across pages.
 LONG_TABLE = 20
 # Tables of this many columns are set in \small, of more in \footnotesize.
@@ -171,35 +179,76 @@ def readable_factory_defaults(app, what, name, obj, options, signature, return_a
     return None
 
 
+# An index entry may name the words it anchors on, after its text: "byte-pair encoding;
+# tie-breaking <ties are broken>" is listed as "tie-breaking" and anchored where the prose says
+# "ties are broken" (the markup never reaches the index).
+_ANCHOR_WORDS = re.compile(r"\s*<([^<>]+)>\s*$")
+
+
 def _index_term(value: str) -> str:
     """The words that an index entry's text names: "RoPE (rotary position embedding)" ->
-    "RoPE", "byte-pair encoding; merge" -> "merge"."""
+    "RoPE", "byte-pair encoding; merge" -> "merge"; the words it names to anchor on, if any:
+    "tie-breaking <ties>" -> "ties"."""
+    if (m := _ANCHOR_WORDS.search(value)) is not None:
+        return m[1].strip()
     return re.sub(r"\s*\(.*?\)", "", value.split(";")[-1]).strip()
+
+
+def _index_text(value: str) -> str:
+    """The entry as the index lists it: without the words it anchors on."""
+    return _ANCHOR_WORDS.sub("", value)
 
 
 _NOT_TEXT = (nodes.FixedTextElement, nodes.math, nodes.raw, nodes.title, nodes.comment,
              nodes.target, nodes.caption, addnodes.index)
 
 
+def _is_prose(node: nodes.Node) -> bool:
+    return not any(isinstance(a, _NOT_TEXT) or "cell" in a.get("classes", ())
+                   for a in _ancestors(node) if isinstance(a, nodes.Element))
+
+
+def _term_pattern(term: str) -> re.Pattern:
+    """The term as prose may write it: any case, and a line break or a run of spaces (or an
+    inline element's edge) wherever the term has a space."""
+    words = [re.escape(w) for w in term.split()]
+    return re.compile(r"(?<![\w-])" + r"\s+".join(words), re.IGNORECASE)
+
+
 def _first_mention(start: nodes.Node, term: str, headings: int = 2):
-    """(text node, offset) of the first mention of ``term`` in prose after ``start``, before
-    the text has passed ``headings`` more headings (an index directive written at the end of
-    the section before the one that explains its term still finds it), or None. Code cells,
-    code, math, headings and captions do not count."""
-    pattern = re.compile(r"(?<![\w-])" + re.escape(term), re.IGNORECASE)
+    """(text node, offset) of the first mention of ``term`` after ``start``, before the text
+    has passed ``headings`` more headings (an index directive written at the end of the
+    section before the one that explains its term still finds it), or None. A mention is one
+    in prose, or a heading that names the term (the directive's own, or one that follows): it
+    counts as a mention at the start of the first paragraph under it. The prose of a
+    paragraph is read as one text, so that a term across a line break or half in emphasis
+    ("*residual* connection") is found. Code cells, code, math and captions do not count."""
+    pattern = _term_pattern(term)
+    section = next((a for a in _ancestors(start) if isinstance(a, nodes.section)), None)
+    named = (section is not None and isinstance(section[0], nodes.title)
+             and pattern.search(section[0].astext()) is not None)
     passed = 0
     for node in start.findall(include_self=False, siblings=True, ascend=True):
         if isinstance(node, nodes.title):
             passed += 1
             if passed > headings:
                 return None
-        if not isinstance(node, nodes.Text):
+            named = named or pattern.search(node.astext()) is not None
+        if not isinstance(node, nodes.paragraph) or not _is_prose(node):
             continue
-        if any(isinstance(a, _NOT_TEXT) or "cell" in a.get("classes", ())
-               for a in _ancestors(node) if isinstance(a, nodes.Element)):
+        texts = [t for t in node.findall(nodes.Text) if _is_prose(t)]
+        if not texts:
             continue
-        if (m := pattern.search(str(node))) is not None:
-            return node, m.start()
+        if named:
+            return texts[0], 0
+        joined = "".join(str(t) for t in texts)
+        if (m := pattern.search(joined)) is None:
+            continue
+        at = m.start()
+        for text in texts:
+            if at < len(str(text)):
+                return text, at
+            at -= len(str(text))
     return None
 
 
@@ -231,12 +280,17 @@ class IndexAtTheTerm(SphinxTransform):
             parent = index.parent
             if parent is None or isinstance(parent, nodes.TextElement):
                 continue  # an inline {index} role: already at its term
+            if isinstance(index.next_node(descend=False, siblings=True), addnodes.desc):
+                continue  # the API reference's entry of an object: at the object
             kept = []
             for k, entry in enumerate(index["entries"]):
                 kind, value, tid, main, key = entry
                 found = _first_mention(index, _index_term(value))
+                value = _index_text(value)
                 if found is None:
-                    kept.append(entry)
+                    logger.info("index: %r is not named in the prose after its directive; "
+                                "anchored at the next paragraph", value, location=index)
+                    kept.append((kind, value, tid, main, key))
                     continue
                 anchor = f"{tid}-{k}"
                 new_target = nodes.target("", "", ids=[anchor])
@@ -248,8 +302,7 @@ class IndexAtTheTerm(SphinxTransform):
             # so that a page break before that paragraph does not leave them behind.
             paragraph = next((p for p in index.findall(nodes.paragraph, include_self=False,
                                                        siblings=True, ascend=True)
-                              if not any(isinstance(a, _NOT_TEXT) or "cell" in a.get(
-                                  "classes", ()) for a in _ancestors(p))), None)
+                              if _is_prose(p)), None)
             if kept and paragraph is not None and paragraph.children:
                 anchor = f"{kept[0][2]}-at"
                 new_target = nodes.target("", "", ids=[anchor])
@@ -344,13 +397,27 @@ def _cell_output_block(block):
     return None
 
 
+# A number as a table prints it: "1,095,171", "-0.959", "4.2", "12 %", "3.4x", "1e-05".
+_NUMBER = re.compile(r"[-\u2212+]?(\d[\d,]*)?(\.\d+)?([eE][-+]?\d+)?\s*(%|x|\u00d7)?")
+
+
+def _numeric_column(body, k: int) -> bool:
+    """Whether column ``k`` of the body rows holds numbers only (a dash, "-", stands for a
+    missing one): such a column is aligned right even where its Markdown did not say so."""
+    cells = [row[k].astext().strip() for row in body]
+    numbers = [c for c in cells if c not in ("", "-", "\u2013", "\u2014")]
+    return bool(numbers) and all(_NUMBER.fullmatch(c) and any(ch.isdigit() for ch in c)
+                                 for c in numbers)
+
+
 def _longest_word(rows, k: int) -> int:
     return max((len(word) for row in rows for word in row[k].astext().split()), default=1)
 
 
 class RightAlignedColumns(SphinxPostTransform):
     """A table whose Markdown aligns columns right (``|--:|``, cells of class
-    ``text-right``) gets a LaTeX column spec that aligns them right too. A table of many
+    ``text-right``), or whose columns hold only numbers, gets a LaTeX column spec that aligns
+    them right. A table of many
     columns is set in a smaller size."""
 
     default_priority = 900
@@ -374,32 +441,94 @@ class RightAlignedColumns(SphinxPostTransform):
             if any(not all(isinstance(c, nodes.paragraph) for c in entry) for row in rows
                    for entry in row):
                 continue  # cells with code or lists: Sphinx sets those in a `tabular`
-            right = ["text-right" in rows[-1][k]["classes"] for k in range(tgroup["cols"])]
-            if not any(right):
-                continue
-            given = "colwidths-given" in table["classes"]
-            if len(rows) <= LONG_TABLE and not given:
-                spec = "".join("R" if r else "T" for r in right)  # tabulary's column types
+            body = [row for row in rows if isinstance(row.parent, nodes.tbody)] or rows
+            right = ["text-right" in rows[-1][k]["classes"] or _numeric_column(body, k)
+                     for k in range(tgroup["cols"])]
+            if len(rows) > LONG_TABLE:
+                table["classes"].append("longtable")  # breaks across pages
+            cols = tgroup["cols"]
+            line = LINE_CHARS[0 if cols < WIDE_TABLE else 1 if cols == WIDE_TABLE else 2]
+            if "colwidths-given" in table["classes"]:
+                if not any(right):
+                    continue  # the widths the table gives, as Sphinx sets them
+                widths = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
+                # no column narrower than its longest word ("count" was cut to "cour")
+                total = sum(widths)
+                widths = [max(w, round((_longest_word(rows, k) + 3) * total / line))
+                          for k, w in enumerate(widths)]
             else:
-                # Columns of fixed widths: those the table gives, or for a long table (which
-                # breaks across pages, as a tabulary cannot) as wide as its longest cell.
-                if len(rows) > LONG_TABLE:
-                    table["classes"].append("longtable")
-                if given:
-                    widths = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
-                    # no column narrower than its longest word ("count" was cut to "cour")
-                    total = sum(widths)
-                    widths = [max(w, round((_longest_word(rows, k) + 3) * total / 75))
-                              for k, w in enumerate(widths)]
-                else:  # in characters, at least the longest word: "-0.959" was cut
-                    widths = [max(_longest_word(rows, k) + 2,
-                                  min(30, max(len(row[k].astext()) for row in rows)))
-                              for k in range(len(right))]
+                widths = _content_widths(rows, body, line)
                 # (a table of fewer than a line's characters is narrower than the line)
-                total = sum(widths) if given else max(sum(widths), 75)
-                spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
-                               for r, w in zip(right, widths))
+                total = max(sum(widths), line)
+            spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
+                           for r, w in zip(right, widths))
             table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
+
+
+# Characters of the text face on a line of a table: in the body size, \small, \footnotesize.
+LINE_CHARS = (78, 87, 98)
+# A column whose longest cell is at most this many characters is as wide as that cell.
+SHORT_CELL = 30
+# What a column needs beyond its text, in characters: the space on each side of a cell
+# (\tabcolsep, 4 pt in bookstyle.sty) and a little to spare.
+CELL_PAD = 3
+# A heading is set in a bold sans face, wider than the text face by about this factor.
+HEADING_FACE = 1.1
+# Code in a cell is set in a monospace face, wider by about this much again.
+CODE_FACE = 0.3
+# A table narrower than the line widens each column by up to this factor.
+SPARE = 1.15
+
+
+def _atomic(cell: str) -> bool:
+    """Whether a cell should not wrap: numbers and the short words between them ("0.312 to
+    0.355", "300.00 MiB", "1,024"), not names ("GPT-2 small") or notes ("(98.1-100.0)")."""
+    words = cell.split()
+    return bool(words) and all(_NUMBER.fullmatch(w) or (len(w) <= 3 and w.isalpha()) or
+                               w in ("%", "-", "\u2013") for w in words)
+
+
+def _content_widths(rows, body, line: int) -> list[int]:
+    """Columns' widths in characters, from their cells: a column of short cells (numbers,
+    intervals such as "0.312 to 0.355", short names) as wide as its longest cell, so that no
+    cell wraps; a heading may wrap at its spaces and hyphens, never inside a word. Columns of
+    longer text share the rest of the line, each at least ``SHORT_CELL`` wide. Where that is
+    more than a line, short columns give up the room their cells need only to stay on one
+    line (a name wraps at its spaces; numbers never do)."""
+    head = [row for row in rows if row not in body]
+    widths: list[int | None] = []
+    least: list[int] = []
+    for k in range(len(rows[0])):
+        cells = [row[k].astext() for row in body]
+        longest = max(_text_len(row[k]) for row in body)
+        # (a heading breaks at its spaces and after a hyphen: "lowest-highest")
+        heading = math.ceil(HEADING_FACE * max(
+            (len(w) for row in head for w in re.split(r"[\s-]+", row[k].astext())),
+            default=0))
+        least.append(max(heading, *(_text_len(row[k]) if _atomic(c) else max(
+            (len(w) for w in c.split()), default=1) for row, c in zip(body, cells)))
+                     + CELL_PAD)
+        widths.append(max(least[k], longest + CELL_PAD) if longest <= SHORT_CELL else None)
+    text = [k for k, w in enumerate(widths) if w is None]
+    if text:
+        rest = line - sum(w for w in widths if w is not None)
+        share = max(SHORT_CELL, rest // len(text))
+        for k in text:
+            widths[k] = least[k] = max(share, _longest_word(rows, k) + CELL_PAD)
+    excess = sum(widths) - line
+    slack = sum(w - m for w, m in zip(widths, least))
+    if excess > 0 and slack > 0:
+        give = min(1.0, excess / slack)
+        widths = [w - math.floor((w - m) * give) for w, m in zip(widths, least)]
+    elif excess < 0:  # room to spare: a little more for every column, as the estimate is rough
+        widths = [round(w * min(SPARE, line / sum(widths))) for w in widths]
+    return widths
+
+
+def _text_len(entry) -> int:
+    """A cell's length in characters of the text face: code (monospace) counts wider."""
+    code = sum(len(n.astext()) for n in entry.findall(nodes.literal))
+    return len(entry.astext()) + math.ceil(CODE_FACE * code)
 
 
 def setup(app):
