@@ -442,6 +442,7 @@ class RightAlignedColumns(SphinxPostTransform):
                    for entry in row):
                 continue  # cells with code or lists: Sphinx sets those in a `tabular`
             body = [row for row in rows if isinstance(row.parent, nodes.tbody)] or rows
+            _keep_numbers_whole(body)
             right = ["text-right" in rows[-1][k]["classes"] or _numeric_column(body, k)
                      for k in range(tgroup["cols"])]
             if len(rows) > LONG_TABLE:
@@ -523,6 +524,17 @@ def _content_widths(rows, body, line: int) -> list[int]:
     elif excess < 0:  # room to spare: a little more for every column, as the estimate is rough
         widths = [round(w * min(SPARE, line / sum(widths))) for w in widths]
     return widths
+
+
+def _keep_numbers_whole(body) -> None:
+    """Non-breaking spaces in the cells that should not wrap ("0.312 to 0.355", "300.00
+    MiB"): where a column is narrower than the estimate of its widths, they stay whole."""
+    for row in body:
+        for entry in row:
+            if _atomic(entry.astext()):
+                for text in list(entry.findall(nodes.Text)):
+                    if " " in text:
+                        text.parent.replace(text, nodes.Text(str(text).replace(" ", "\u00a0")))
 
 
 def _text_len(entry) -> int:
