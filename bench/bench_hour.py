@@ -43,7 +43,7 @@ from buildllm.train import train
 
 RESULTS = Path(__file__).parent / "results" / "hour.json"
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
-NAMES = ("book", "modern", "hour")
+NAMES = ("hour", "book", "modern")  # the hour first: an interrupted run keeps its checkpoints
 NANOGPT_GPU = 1.47  # nanoGPT's README: its GPU run of the Shakespeare character model
 GOAL_NATS, GOAL_ENGLISH = 1.40, 0.95
 

@@ -209,7 +209,7 @@ def check_static_figures(root: Path) -> list[str]:
 TEACHING = {"repro", "config", "bpe", "bpe_fast", "tokenizer", "tokenizer_export", "data",
             "embeddings", "norms", "attention", "kvcache", "gqa", "layers", "model", "convert",
             "train", "muon", "generate", "quantize", "lora", "finetune", "instruct", "verse",
-            "evaluate"}
+            "evaluate", "align"}
 PLUMBING = {"files", "device", "checkpoint", "pretrained", "plays", "cli", "run", "baselines",
             "adapters"}
 

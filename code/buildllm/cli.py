@@ -7,7 +7,8 @@ The commands, each a parser below and a function that runs it:
 - ``buildllm generate`` (alias ``sample``): continue a prompt with a trained checkpoint;
 - ``buildllm eval``: a trained model's report card (held-out plays, words, copying, multiple
   choice, metre), printed as a table and written as JSON;
-- ``buildllm finetune``: turn a trained model into a genre classifier (head, full or LoRA).
+- ``buildllm finetune``: turn a trained model into a genre classifier (head, full or LoRA);
+- ``buildllm align``: raise the verse reward of a model's lines (best-of-N, DPO or GRPO).
 
 A user's mistake (a missing file, a folder where a file belongs, a file that is not UTF-8, a
 bad setting, a damaged checkpoint, an output path that cannot be written) ends in one line on
@@ -25,9 +26,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from buildllm import data
-from buildllm.checkpoint import load_model
+from buildllm.align import METHODS as ALIGN_METHODS
+from buildllm.align import SETTINGS as ALIGN_SETTINGS
+from buildllm.align import align
+from buildllm.checkpoint import load_model, save_checkpoint
 from buildllm.config import RECIPES, recipe
 from buildllm.config import check_sampling as check_settings
 from buildllm.device import resolve_device
@@ -59,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(commands)
     add_eval_command(commands)
     add_finetune_command(commands)
+    add_align_command(commands)
     return parser
 
 
@@ -80,6 +86,11 @@ ABOUT = {
               "Fine-tune a trained model to tell comedy, history and tragedy apart, "
               "on plays of Shakespeare split by play (chapter 'Fine-tuning'); print the "
               "accuracy on the held-out plays."),
+    "align": ("raise the verse reward of a model's lines (best-of-n, dpo, grpo)",
+              "Teach a trained model to write lines that scan (chapter 'Learning from a "
+              "reward'), on speech openings of the training plays: best-of-n samples "
+              "and keeps the best line (nothing trains); dpo and grpo train a copy and "
+              "save it to --out as a checkpoint."),
 }
 
 
@@ -349,6 +360,60 @@ def finetune_command(args: argparse.Namespace) -> int:
           f"{r['cpu_seconds']:.0f} CPU seconds")
     if args.out:
         print(f"adapters: {save_adapters(classifier, args.out)}")
+    return 0
+
+
+# ---- buildllm align -------------------------------------------------------------------------
+
+
+def add_align_command(commands) -> None:
+    """``buildllm align``: learning from the verse reward."""
+    p = command(commands, "align", align_command)
+    p.add_argument("--method", choices=ALIGN_METHODS, required=True)
+    add_checkpoint_option(p)
+    p.add_argument("--out", required=True, help="a folder: the trained checkpoint (dpo, "
+                                                "grpo) or the report (best-of-n) and the log")
+    p.add_argument("--steps", type=int, help="training steps (dpo, grpo)")
+    p.add_argument("--lr", type=float, help="learning rate (dpo, grpo)")
+    p.add_argument("--seed", type=int, default=0, help="seed (0)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
+
+
+def align_settings(args: argparse.Namespace):
+    """The method's settings with the options given; checked by the settings class."""
+    given = {"steps": args.steps, "lr": args.lr}
+    if args.method == "best-of-n" and any(v is not None for v in given.values()):
+        raise ValueError("--steps and --lr train a model: use them with --method dpo or grpo")
+    overrides = {k: v for k, v in given.items() if v is not None}
+    return ALIGN_SETTINGS[args.method](seed=args.seed, **overrides)
+
+
+def align_command(args: argparse.Namespace) -> int:
+    """Run the method with a progress bar; save the model (or the report) and the log."""
+    settings = align_settings(args)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    out = check_output_folder(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.checkpoint or pretrained_dir("book"))
+    total = getattr(settings, "steps", 1)
+    with tqdm(total=total, desc=args.method, unit="step", file=sys.stderr) as bar:
+        def progress(record: dict) -> None:
+            bar.set_postfix(reward=f"{record['reward']:.3f}")
+            bar.update(1)
+        aligned, log = align(model, tokenizer, args.method, settings, progress)
+    lines = "".join(json.dumps(r) + "\n" for r in log)
+    if args.method == "best-of-n":
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / "log.jsonl", lambda tmp: tmp.write_text(lines, "utf-8"))
+    else:
+        save_checkpoint(out, aligned, tokenizer, extra_files={"log.jsonl": lines},
+                        train_state={"step": len(log), "align": {"method": args.method}})
+    last = log[-1]
+    print(f"{args.method}: mean reward {last['reward']:.3f} on the last step's lines; "
+          f"{out}: {'the log' if args.method == 'best-of-n' else 'the checkpoint and its log'}"
+          f"; measure it with `buildllm eval --checkpoint {out}`")
     return 0
 
 

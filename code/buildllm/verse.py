@@ -1,5 +1,6 @@
 """Words, syllables, stress and metre of a line of English verse, and a reward built on them.
-Explained in the chapter "Measuring a language model".
+Explained in the chapter "Measuring a language model"; the chapter "Learning from a reward"
+trains on the reward.
 
 The counts come from the CMU Pronouncing Dictionary: about 134,000 English words with their
 pronunciations as phones, ``abandon AH0 B AE1 N D AH0 N``, where every vowel phone ends in its
@@ -266,9 +267,10 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, ...]:
 
 
 def score_line(line: str, weights: Sequence[float] = WEIGHTS) -> LineScore:
-    """Score one line of verse. ``total`` is the mean of the syllable score, the metre and the
-    share of English words, weighted by ``weights`` = (syllables, metre, words); (1, 0, 0) is a
-    reward for the count alone, which a model can satisfy with ten nonsense syllables."""
+    """Score one line of verse. ``total`` is the mean of the syllable score, the metre and
+    the share of English words, weighted by ``weights`` = (syllables, metre, words);
+    (1, 0, 0) is a reward for the count alone, which a model can satisfy with ten nonsense
+    syllables."""
     ws = _check_weights(weights)
     found = words(line)
     count = sum(word_syllables(w) for w in found)
