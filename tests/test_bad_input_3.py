@@ -168,25 +168,44 @@ def trained_tiny(tmp_path_factory, tok) -> Path:
     return folder
 
 
-BOUNDS = [("--steps", "0", "steps must be a positive integer"),
-          ("--steps", "-5", "steps must be a positive integer"),
-          ("--lr", "0", "learning rate must be a positive number"),
-          ("--lr", "-1e-3", "learning rate must be a positive number"),
-          ("--lr", "nan", "learning rate must be a positive number"),
-          ("--lr", "inf", "learning rate must be a positive number"),
-          ("--rank", "0", "rank r must be a positive int"),
-          ("--rank", "-3", "rank r must be a positive int"),
-          ("--alpha", "0", "alpha must be a positive number"),
-          ("--alpha", "inf", "alpha must be a positive number"),
-          ("--max-tokens", "0", "--max-tokens must be a positive integer")]
+# -- numbers at their bounds, for every command that takes them ------------------------------
+
+OUT = {"finetune": "adapters", "eval": "card.json", "align": "aligned"}
+BOUNDS = [("finetune", ("--steps=0",), "steps must be a positive integer"),
+          ("finetune", ("--steps=-5",), "steps must be a positive integer"),
+          ("finetune", ("--lr=0",), "learning rate must be a positive number"),
+          ("finetune", ("--lr=-1e-3",), "learning rate must be a positive number"),
+          ("finetune", ("--lr=nan",), "learning rate must be a positive number"),
+          ("finetune", ("--lr=inf",), "learning rate must be a positive number"),
+          ("finetune", ("--rank=0",), "rank r must be a positive int"),
+          ("finetune", ("--rank=-3",), "rank r must be a positive int"),
+          ("finetune", ("--alpha=0",), "alpha must be a positive number"),
+          ("finetune", ("--alpha=inf",), "alpha must be a positive number"),
+          ("finetune", ("--max-tokens=0",), "--max-tokens must be a positive integer"),
+          ("eval", ("--prompts=0",), "Settings.prompts must be a positive integer"),
+          ("eval", ("--questions=-2",), "Settings.questions must be a positive integer"),
+          ("eval", ("--top-k=0",), "Settings.top_k must be a positive integer"),
+          ("eval", ("--temperature=-1",), "Settings.temperature must be a number >= 0"),
+          ("eval", ("--temperature=nan",), "Settings.temperature must be a number >= 0"),
+          ("eval", ("--seed=-1",), "Settings.seed must be an integer >= 0"),
+          ("eval", ("--threads=0",), "--threads must be a positive integer"),
+          ("align", ("--method", "grpo", "--steps=0"),
+           "GRPOSettings.steps must be an integer >= 1"),
+          ("align", ("--method", "dpo", "--steps=-3"), "DPOSettings.steps must be an integer >= 1"),
+          ("align", ("--method", "dpo", "--lr=0"), "DPOSettings.lr must be a positive number"),
+          ("align", ("--method", "grpo", "--lr=nan"), "GRPOSettings.lr must be a positive number"),
+          ("align", ("--method", "grpo", "--lr=inf"), "GRPOSettings.lr must be a positive number"),
+          ("align", ("--method", "grpo", "--seed=-1"), "GRPOSettings.seed must be an integer >= 0"),
+          ("align", ("--method", "best-of-n", "--steps=5"), "use them with --method dpo or grpo"),
+          ("align", ("--method", "dpo", "--threads=0"), "--threads must be a positive integer")]
 
 
-@pytest.mark.parametrize("option, value, message", BOUNDS)
-def test_finetune_numbers_at_their_bounds_are_one_line(tmp_path, option, value, message):
-    out = tmp_path / "adapters"
-    status, _, err = run_cli("finetune", "--checkpoint", tmp_path / "missing", "--out", out,
-                             f"{option}={value}")
-    assert message in assert_one_error_line(status, err, "finetune")
+@pytest.mark.parametrize("command, options, message", BOUNDS)
+def test_numbers_at_their_bounds_are_one_line(tmp_path, command, options, message):
+    out = tmp_path / OUT[command]
+    status, _, err = run_cli(command, "--checkpoint", tmp_path / "missing", "--out", out,
+                             *options)
+    assert message in assert_one_error_line(status, err, command)
     assert not out.exists()  # refused before the checkpoint is even looked for
 
 
@@ -234,24 +253,8 @@ def test_the_second_environment_is_never_the_first(best):
     assert set(settings_) == {"ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
                               "ONEDNN_MAX_CPU_ISA"}
 
-# -- buildllm eval: its numbers, its output path, its checkpoint -------------------------------
+# -- buildllm eval: its output path and its checkpoint ----------------------------------------
 
-EVAL_BOUNDS = [("--prompts", "0", "Settings.prompts must be a positive integer"),
-               ("--questions", "-2", "Settings.questions must be a positive integer"),
-               ("--top-k", "0", "Settings.top_k must be a positive integer"),
-               ("--temperature", "-1", "Settings.temperature must be a number >= 0"),
-               ("--temperature", "nan", "Settings.temperature must be a number >= 0"),
-               ("--seed", "-1", "Settings.seed must be an integer >= 0"),
-               ("--threads", "0", "--threads must be a positive integer")]
-
-
-@pytest.mark.parametrize("option, value, message", EVAL_BOUNDS)
-def test_eval_numbers_at_their_bounds_are_one_line(tmp_path, option, value, message):
-    out = tmp_path / "card.json"
-    status, _, err = run_cli("eval", "--checkpoint", tmp_path / "missing", "--out", out,
-                             f"{option}={value}")
-    assert message in assert_one_error_line(status, err, "eval")
-    assert not out.exists()
 
 
 def test_eval_refuses_a_folder_for_its_card_before_any_work(tmp_path):
@@ -285,25 +288,8 @@ def test_eval_prints_the_card_and_writes_it(tmp_path, corpus):
     assert card["words"]["sampled"]["english_words"]["n"] > 0
     assert "| Bits per character, Tiny Shakespeare validation |" in out
 
-# -- buildllm align: its numbers and its output folder ----------------------------------------
+# -- buildllm align: its output folder ---------------------------------------------------------
 
-ALIGN_BOUNDS = [(("--method", "grpo", "--steps=0"), "GRPOSettings.steps must be an integer >= 1"),
-                (("--method", "dpo", "--steps=-3"), "DPOSettings.steps must be an integer >= 1"),
-                (("--method", "dpo", "--lr=0"), "DPOSettings.lr must be a positive number"),
-                (("--method", "grpo", "--lr=nan"), "GRPOSettings.lr must be a positive number"),
-                (("--method", "grpo", "--lr=inf"), "GRPOSettings.lr must be a positive number"),
-                (("--method", "grpo", "--seed=-1"), "GRPOSettings.seed must be an integer >= 0"),
-                (("--method", "best-of-n", "--steps=5"), "use them with --method dpo or grpo"),
-                (("--method", "dpo", "--threads=0"), "--threads must be a positive integer")]
-
-
-@pytest.mark.parametrize("options, message", ALIGN_BOUNDS)
-def test_align_numbers_at_their_bounds_are_one_line(tmp_path, options, message):
-    out = tmp_path / "aligned"
-    status, _, err = run_cli("align", "--checkpoint", tmp_path / "missing", "--out", out,
-                             *options)
-    assert message in assert_one_error_line(status, err, "align")
-    assert not out.exists()
 
 
 def test_align_refuses_a_file_for_its_folder_before_any_work(tmp_path):
