@@ -10,7 +10,7 @@ interval), the mean verse reward, English words, distinct-2 and the held-out nat
 character. Everything goes to ``bench/results/align.json`` with the machine, the threads, each
 run's CPU seconds and its log (reward per step); the chapter reads that file.
 
-Cost: five training runs of two to five CPU-minutes each and seven measurements, about 20
+Cost: five training runs of two to five CPU-minutes each and seven measurements, about 10
 minutes on an idle 2-core machine.
 
 Reported: the reward gained per CPU-second of training (DPO, GRPO) against best-of-N's gain
