@@ -332,7 +332,7 @@ def score_completions(tokenizer: Tokenizer, prompts: torch.Tensor, tokens: torch
 
 
 def sample_scored(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.Tensor,
-                  settings: Sampling, newline: torch.Tensor,
+                  settings: Training, newline: torch.Tensor,
                   generator: torch.Generator) -> Samples:
     """:func:`sample_completions` with the settings' sampling, then
     :func:`score_completions`; with ``settings.siblings`` each reward is multiplied by the
@@ -340,7 +340,7 @@ def sample_scored(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.T
     tokens, mask = sample_completions(model, prompts, settings.max_new_tokens, newline,
                                       settings.temperature, settings.top_k, generator)
     batch = score_completions(tokenizer, prompts, tokens, mask, settings.reward)
-    if getattr(settings, "siblings", False):
+    if settings.siblings:
         batch.rewards = batch.rewards * sibling_novelty(batch.lines, settings.samples)
     return batch
 
