@@ -36,7 +36,7 @@ from buildllm import data
 from buildllm.config import RECIPES
 from buildllm.evaluate import Settings, report_card
 from buildllm.files import write_atomically
-from buildllm.finetune import TEST_PLAYS
+from buildllm.plays import TEST_PLAYS
 from buildllm.pretrained import recipe_hash
 from buildllm.repro import threads
 from buildllm.train import train
@@ -49,12 +49,16 @@ GOAL_NATS, GOAL_ENGLISH = 1.40, 0.95
 
 
 def curve(log: list[dict]) -> list[dict]:
-    """``(step, cpu_seconds, val_nats_per_char)`` of each evaluation during training: the
-    seconds of an evaluation's step come from the training record of that step."""
+    """``(step, cpu_seconds, val_nats_per_char)`` of each evaluation during training and of
+    the final one: the seconds of an evaluation's step come from the training record of that
+    step."""
     seconds = {r["step"]: r["seconds"] for r in log if "seconds" in r}
-    return [{"step": r["step"], "cpu_seconds": seconds.get(r["step"], 0.0),
-             "nats_per_char": round(r["val_nats_per_char"], 4)}
-            for r in log if "val_nats_per_char" in r]
+    points = [{"step": r["step"], "cpu_seconds": seconds.get(r["step"], 0.0),
+               "nats_per_char": round(r["val_nats_per_char"], 4)}
+              for r in log if "val_nats_per_char" in r]
+    return points + [{"step": r["step"], "cpu_seconds": r["final_train_seconds"],
+                      "nats_per_char": round(r["final_nats_per_char"], 4)}
+                     for r in log if "final_nats_per_char" in r]
 
 
 def trained(name: str) -> tuple[torch.nn.Module, object, dict]:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from buildllm import align, verse
+from buildllm import align, evaluate, verse
 from buildllm.lora import LoRALinear
 from buildllm.tokenizer import CharTokenizer
 from buildllm.train import NonFiniteLossError
@@ -172,7 +172,7 @@ def test_completion_logprobs_ignore_what_follows_the_mask_and_carry_gradients(ti
 
 def test_samples_end_at_a_newline_and_are_scored(tiny):
     model, tokenizer = tiny
-    newline = align.newline_tokens(tokenizer)
+    newline = evaluate.newline_tokens(tokenizer)
     assert newline.tolist() == [c == "\n" for c in tokenizer.chars]
     p = prompts(tokenizer, 6)
     tokens, mask = align.sample_completions(model, p, 10, newline, 1.0, None,
@@ -338,7 +338,7 @@ def test_training_returns_a_log_and_leaves_the_model_alone(tiny, method):
 def first_batch(model, tokenizer, p, settings) -> align.Samples:
     """The batch the first step of a run samples: the same prompts, seed and model."""
     return align.sample_scored(model, tokenizer, align.step_prompts(p, 0, settings), settings,
-                               align.newline_tokens(tokenizer),
+                               evaluate.newline_tokens(tokenizer),
                                torch.Generator().manual_seed(settings.seed))
 
 

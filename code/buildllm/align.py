@@ -36,7 +36,7 @@ add the next-token loss on Tiny Shakespeare's training text (:func:`lm_loss`, In
 :func:`align` runs a method from a settings object (the command ``buildllm align``), and
 :func:`measure` samples one line after each of 200 held-out speech openings and scores them.
 Prompts for training come from the training plays, measures from the held-out
-:data:`~buildllm.finetune.TEST_PLAYS`, so a model cannot learn the test's openings. Both cut
+:data:`~buildllm.plays.TEST_PLAYS`, so a model cannot learn the test's openings. Both cut
 their prompts to the same length (:data:`PROMPT_TOKENS`): the book's model has learned
 positions, and a policy trained on lines that start at one position does not write them the
 same way at another.
@@ -57,9 +57,9 @@ import torch.nn.functional as F
 from buildllm import data, evaluate, verse
 from buildllm import plays as plays_
 from buildllm.files import is_number
-from buildllm.finetune import TEST_PLAYS, VAL_PLAYS
 from buildllm.generate import sample_next
 from buildllm.lora import apply_lora, merge_lora
+from buildllm.plays import TEST_PLAYS, VAL_PLAYS
 from buildllm.tokenizer import Tokenizer
 from buildllm.train import NonFiniteLossError
 
@@ -108,9 +108,8 @@ class Sampling:
     seed: int = 0
 
     def __post_init__(self):
-        w = tuple(self.weights) if isinstance(self.weights, Sequence) else ()
-        _require(len(w) == 3 and all(_number(x, zero=True) for x in w) and sum(w) > 0, self,
-                 "weights", "three numbers >= 0 (syllables, metre, words) with a positive sum")
+        _require(verse.valid_weights(self.weights), self, "weights",
+                 "three numbers >= 0 (syllables, metre, words) with a positive sum")
         _require(_number(self.sharpness), self, "sharpness", "a number > 0; 1 is "
                  "verse.reward's syllable score")
         _require(isinstance(self.distinct, bool), self, "distinct", "True or False")
@@ -212,12 +211,17 @@ SETTINGS = {"best-of-n": BestOfNSettings, "dpo": DPOSettings, "grpo": GRPOSettin
 # ---------------------------------------------------------------------------------------------
 
 
+def word_pairs(line: str) -> list[tuple[str, str]]:
+    """A line's pairs of neighbouring words, in order (:func:`verse.words` finds the words)."""
+    found = verse.words(line)
+    return list(zip(found, found[1:]))
+
+
 def distinct_pairs(line: str) -> float:
     """The share of a line's pairs of neighbouring words that are distinct and not one word
     twice: 1 for a line that repeats nothing, 3/7 for "my lord, and my lord, and my lord",
     1/2 for "I not not not" (1 for a line of fewer than two words)."""
-    found = verse.words(line)
-    pairs = list(zip(found, found[1:]))
+    pairs = word_pairs(line)
     return len({p for p in pairs if p[0] != p[1]}) / len(pairs) if pairs else 1.0
 
 
@@ -252,11 +256,6 @@ def training_text(tokenizer: Tokenizer, corpus: str) -> torch.Tensor:
     :func:`lm_loss`; encoded once and cached on disk (:func:`data.encode_corpus`)."""
     ids = data.encode_corpus(tokenizer, data.train_val_split(corpus)[0])
     return torch.from_numpy(ids.astype(np.int64))
-
-
-def newline_tokens(tokenizer: Tokenizer) -> torch.Tensor:
-    """``(V,)`` bool: which tokens hold a newline (a completion ends at the first of them)."""
-    return torch.tensor(["\n" in tokenizer.decode([i]) for i in range(tokenizer.vocab_size)])
 
 
 def completion_mask(tokens: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
@@ -353,7 +352,7 @@ def sibling_novelty(lines: Sequence[str], group: int) -> torch.Tensor:
     one line can see a model that writes the same line after every prompt; siblings can."""
     if group < 1 or len(lines) % group:
         raise ValueError(f"{len(lines)} lines do not split into groups of {group}")
-    pairs = [set(zip(w, w[1:])) for w in map(verse.words, lines)]
+    pairs = [set(word_pairs(line)) for line in lines]
     novelty = []
     for i, mine in enumerate(pairs):
         start = i - i % group
@@ -552,9 +551,10 @@ def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm
 @dataclass
 class Run:
     """What a training run carries from step to step: the policy it trains, the frozen
-    reference, the optimizer, which tokens hold a newline (:func:`newline_tokens`), the one
-    generator of every random draw, the training text's tokens ``(N,)`` for the
-    language-modelling term (``None`` without it) and the CPU clock at the start."""
+    reference, the optimizer, which tokens hold a newline
+    (:func:`~buildllm.evaluate.newline_tokens`), the one generator of every random draw, the
+    training text's tokens ``(N,)`` for the language-modelling term (``None`` without it) and
+    the CPU clock at the start."""
 
     policy: torch.nn.Module
     reference: torch.nn.Module
@@ -575,7 +575,7 @@ def start_run(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.Tenso
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     generator = torch.Generator(device=prompts.device).manual_seed(settings.seed)
-    return Run(policy, reference, optimizer, newline_tokens(tokenizer), generator, text,
+    return Run(policy, reference, optimizer, evaluate.newline_tokens(tokenizer), generator, text,
                time.process_time())
 
 

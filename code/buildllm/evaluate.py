@@ -13,7 +13,7 @@ measure written here from scratch and tested against a brute-force reference:
    (:func:`by_kind`), so the lines' totals add up to the play's. Per character, not per token:
    a character model and a BPE model are then measured on the same unit.
 2. **Does it write words?** (:func:`word_measures`): one line sampled after each of a few
-   hundred speech openings of the held-out :data:`~buildllm.finetune.TEST_PLAYS`
+   hundred speech openings of the held-out :data:`~buildllm.plays.TEST_PLAYS`
    (:func:`speech_openings`, :func:`sample_lines`): the share of English words, distinct-1 and
    distinct-2, lines that repeat a word 3-gram, lines identical to another sampled line.
 3. **Does it copy?** (:func:`copy_measures`): the share of the sampled lines' 20-character runs
@@ -53,8 +53,9 @@ from buildllm import data, train, verse
 from buildllm import plays as plays_
 from buildllm.data import eval_windows
 from buildllm.files import is_number
-from buildllm.finetune import TEST_PLAYS, pad, wilson
+from buildllm.finetune import pad, wilson
 from buildllm.generate import generate, sample_next
+from buildllm.plays import TEST_PLAYS
 from buildllm.quantize import quantize_model
 from buildllm.tokenizer import Tokenizer
 
@@ -407,6 +408,11 @@ def encode_prompts(tokenizer: Tokenizer, openings: Sequence[Opening], n: int, le
                      f"than the {n} asked for; ask for fewer prompts or fewer prompt_tokens")
 
 
+def newline_tokens(tokenizer: Tokenizer) -> torch.Tensor:
+    """``(V,)`` bool: which tokens hold a newline (a sampled line ends at the first of them)."""
+    return torch.tensor(["\n" in tokenizer.decode([i]) for i in range(tokenizer.vocab_size)])
+
+
 def sample_lines(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.Tensor,
                  max_new_tokens: int, temperature: float = 0.8, top_k: int | None = 40,
                  seed: int = 0, batch_size: int = 32) -> tuple[list[str], list[bool]]:
@@ -416,7 +422,7 @@ def sample_lines(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.Te
     The key/value cache makes each step one token's work until the context is full; then the
     window slides (:func:`_sample_batch`). The draws depend on ``batch_size``: keep it fixed to
     compare models."""
-    newline = torch.tensor(["\n" in tokenizer.decode([i]) for i in range(tokenizer.vocab_size)])
+    newline = newline_tokens(tokenizer)
     generator = torch.Generator(device=_device(model)).manual_seed(seed)
     lines, ended = [], []
     with evaluating(model):

@@ -30,6 +30,7 @@ from buildllm.bpe import ENDOFTEXT
 from buildllm.files import is_number
 from buildllm.lora import apply_lora, trainable_parameters
 from buildllm.model import GPT
+from buildllm.plays import TEST_PLAYS, VAL_PLAYS
 
 # The genres of the First Folio (1623), which printed 36 of the plays under three headings;
 # Pericles and Edward III, which it left out, are left out here too.
@@ -48,10 +49,6 @@ FOLIO = {
 }
 GENRE_OF = {play: genre for genre, names in FOLIO.items() for play in names}
 CLASSES = tuple(FOLIO)
-# Held-out plays, two per genre, none of whose lines are in Tiny Shakespeare (plays.overlap).
-TEST_PLAYS = ("twelfth-night", "much-ado-about-nothing", "henry-v", "king-john", "macbeth",
-              "othello")
-VAL_PLAYS = ("as-you-like-it", "henry-iv-part-2", "julius-caesar")  # for choosing settings
 METHODS = ("head", "full", "lora")
 # The learning rate of each method: adapters and a new head start from nothing and take larger
 # steps than the pretrained weights (chosen on the validation plays).

