@@ -3,6 +3,7 @@ code box may break, code as printed, and the words an index entry names."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -109,3 +110,118 @@ def test_numbers_and_intervals_keep_to_one_line():
     assert widths[0] >= 21 + bookstyle.CELL_PAD and widths[1] >= 14 + bookstyle.CELL_PAD
     narrow = bookstyle._content_widths([head, *body], body, 30)
     assert narrow[1] == 14 + bookstyle.CELL_PAD and narrow[0] < 21 + bookstyle.CELL_PAD
+
+
+def _row(*cells):
+    from docutils import nodes
+
+    return nodes.row("", *(nodes.entry("", nodes.paragraph("", c)) for c in cells))
+
+
+def test_short_formulas_keep_to_one_line():
+    from docutils import nodes
+
+    assert bookstyle._formula("top-p = 0.9") and bookstyle._formula("(97, 97) = a + a")
+    assert bookstyle._unbreakable("(256, 257) = aa + ab") and bookstyle._unbreakable("T = 0.5")
+    assert not bookstyle._formula("top-k") and not bookstyle._formula("greedy")
+    assert not bookstyle._formula("the model writes x = 1 and goes on for a while")
+    # chapter 6's table of samples gives its columns 16 and 84: "top-p = 0.9" wrapped
+    head = _row("setting", "the model's continuation of 'ROMEO:'")
+    body = [_row("greedy", "I am a move, and I'll tell thee, / " * 4),
+            _row("top-p = 0.9", "Pray, take up from the wisdain. / " * 4)]
+    widths = bookstyle._given_widths([head, *body], body, [16, 84], 78)
+    assert sum(widths) == 100
+    assert widths[0] * 78 / 100 >= len("top-p = 0.9") + bookstyle.CELL_PAD
+    # widths that already hold every cell stay as given
+    assert bookstyle._given_widths([head, *body], body, [30, 70], 78) == [30, 70]
+    # the formula is set in a box, which does not break at its hyphen either; the box's
+    # LaTeX does not count as the cell's characters
+    bookstyle._keep_numbers_whole(body)
+    assert bookstyle._given_widths([head, *body], body, [16, 84], 78) == widths
+    cell = body[1][0][0]
+    assert isinstance(cell[0], nodes.raw) and cell[0].astext() == "\\mbox{"
+    assert isinstance(cell[-1], nodes.raw) and cell[-1].astext() == "}"
+    assert not isinstance(body[0][0][0][0], nodes.raw)
+
+
+def test_a_table_that_gives_widths_keeps_its_formulas_whole():
+    from docutils import nodes
+
+    # chapter 1's table of merges: "(97, 97) = a + a" wrapped in a column of 18 of 98
+    head = _row("step", "pair", "count", "tied with", "new id", "sequence after", "length")
+    body = [_row("1", "(97, 97) = a + a", "4", "-", "256", "aa|a|b|d|aa|a|b|a|c", "9"),
+            _row("3", "(256, 257) = aa + ab", "2", "-", "258", "aaab|d|aaab|a|c", "5"),
+            _row("4", "(97, 99) = a + c", "1", "(258, 100), (100, 258), (258, 97)", "259",
+                 "aaab|d|aaab|ac", "4")]
+    given = [6, 18, 7, 20, 8, 31, 8]
+    widths = bookstyle._given_widths([head, *body], body, given, 98)
+    assert sum(widths) == sum(given)
+    assert widths[1] * 98 / sum(widths) >= len("(256, 257) = aa + ab") + bookstyle.CELL_PAD
+    # code is wider than text: "aa|a|b|d|aa|a|b|a|c" lost its "c" to the next column
+    for row in body:
+        row[5][0][:] = [nodes.literal("", row[5].astext())]
+    need = bookstyle._given_needs([head, *body], body, 98, 98)
+    assert need[5] >= 1.3 * len("aa|a|b|d|aa|a|b|a|c")
+    # in \small (87 characters a line) the cells do not fit the widths: \footnotesize
+    assert sum(bookstyle._given_needs([head, *body], body, 98, 87)) > 98
+    table = nodes.table("", classes=["colwidths-given"])
+    tgroup = nodes.tgroup(cols=7)
+    tgroup += [nodes.colspec(colwidth=w) for w in given]
+    tgroup += [nodes.thead("", head), nodes.tbody("", *body)]
+    table += tgroup
+    section = nodes.section("", table)
+    assert bookstyle.RightAlignedColumns.layout(table, tgroup, 1) == 2
+    spec = section[0]["spec"]
+    assert spec.startswith("\\Xr{") and spec.count("{98}") == 7
+
+
+def test_an_output_box_of_a_long_line_is_set_to_hold_it():
+    n, fits = bookstyle.CODE_COLUMNS, bookstyle.BOX_COLUMNS
+    assert bookstyle.output_columns("short\n" + "x" * fits) == n
+    assert bookstyle.output_columns("short\n" + "x" * (fits + 6)) == fits + 6
+    assert bookstyle.output_columns("x" * bookstyle.SHRINK_COLUMNS) == bookstyle.SHRINK_COLUMNS
+    # longer than a smaller font can hold and stay legible: it wraps
+    assert bookstyle.output_columns("x" * (bookstyle.SHRINK_COLUMNS + 1)) == n
+    # a line that the smaller font holds takes one row, not two
+    assert bookstyle.code_box_need("x" * (n + 6), n + 6) == ("0", 1)
+    assert bookstyle.code_box_need("x" * (n + 6)) == ("0", 2)
+
+
+def test_the_style_sizes_an_output_box_from_the_columns_a_row_holds():
+    style = (Path(bookstyle.__file__).with_name("bookstyle.sty")).read_text(encoding="utf-8")
+    assert "\\newcommand{\\bookcodecolumns}" in style
+    assert f"9.4pt*{bookstyle.BOX_COLUMNS}/\\book@nextcolumns" in style
+
+
+def test_the_api_reference_is_set_ragged_right():
+    from docutils import nodes
+    from sphinx import addnodes
+
+    def page(docname):
+        section = nodes.section("", nodes.title("", "API reference"),
+                                nodes.paragraph("", "Every function."))
+        return addnodes.start_of_file("", nodes.target(), section, docname=docname)
+
+    document = nodes.document(None, None)
+    document += [page("book/10_reward"), page("book/api")]
+    assert bookstyle.ragged_api(document)
+    section = document[1][1]
+    assert isinstance(section[0], nodes.title)
+    assert section[1].astext().strip() == "\\bookapibegin"
+    assert section[-1].astext().strip() == "\\bookapiend"
+    assert not any(isinstance(n, nodes.raw) for n in document[0].findall())
+    other = nodes.document(None, None)
+    other += page("book/10_reward")
+    assert not bookstyle.ragged_api(other)
+
+
+def test_signatures_run_on_and_break_between_parameters():
+    style = (Path(bookstyle.__file__).with_name("bookstyle.sty")).read_text(encoding="utf-8")
+    start = style.index("\\renewcommand{\\pysiglinewithargsret}")
+    signature = style[start:style.index("\\pysigadjustitemsep", start)]
+    # one paragraph as wide as the line, its lines after the first indented; not a box as
+    # wide as what the name leaves of the line
+    assert "\\hangindent" in signature and "\\settowidth" not in signature
+    assert "\\mbox{#3}" in signature  # the return annotation with the closing parenthesis
+    # a space inside a parameter is a break of last resort (a penalty below 10000)
+    assert re.search(r"\\newcommand\{\\DUrolew\}\[1\]\{\\penalty([1-9]\d{3})\\relax#1\}", style)

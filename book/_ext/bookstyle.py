@@ -7,7 +7,12 @@
   (`\bookcodebox`), so that a box splits only with four lines on each side and a code cell's
   output starts on the page where its code ends; table columns that Markdown aligns right
   (`|--:|`), or that hold only numbers, are right-aligned in print too, and a table's columns
-  are as wide as their cells need, so that numbers and intervals never wrap.
+  are as wide as their cells need, so that numbers and intervals never wrap, nor do short
+  formulas ("top-p = 0.9", "(97, 97) = a + a"), also in a table that gives its widths.
+- An output box whose longest line is a little longer than a row of the box holds is set in
+  a smaller font that holds it (`\bookcodecolumns`), rather than wrap its rows.
+- The API reference ragged right, its signatures one paragraph whose parameters run on
+  (bookstyle.sty).
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
   of the API reference leave the index (the reference's own headings and links stay).
 - Code as a reader reads it: listings of the library and the chapters' code cells show
@@ -47,6 +52,13 @@ ROOT = Path(__file__).resolve().parents[2]
 STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
 # Characters of 8 pt DejaVu Sans Mono on a line of a code box (160 mm, less its padding).
 CODE_COLUMNS = 92
+# What a row of a box holds in fact, measured in the PDF: a line of 94 characters fits, one
+# of 95 wraps (chapter 1). (CODE_COLUMNS keeps the library's listings two characters inside.)
+BOX_COLUMNS = 94
+# An output box whose longest line is longer than BOX_COLUMNS, up to this many characters, is
+# set in the smaller font that holds it (8 pt x 94 / its length, at least 7 pt): wrapped, the
+# rows of a printed table or a list of numbers lose their columns. Longer lines wrap.
+SHRINK_COLUMNS = 108
 # A code cell whose code and output's first rows fit in this many rows of code (about half a
 # page) starts on a page where they all fit. What lies between the code's last row and the
 # output's first, in rows: the code box's bottom and the output box's top (padding, rules and
@@ -328,29 +340,69 @@ def drop_api_index_entries(app, doctree) -> None:
         app.env.get_domain("index").entries.pop(app.env.docname, None)
 
 
-def _rows(line: str) -> int:
+def ragged_api(document, docname: str = "book/api") -> bool:
+    """Set the API reference ragged right: ``\\bookapibegin`` after its title and
+    ``\\bookapiend`` at its end (bookstyle.sty), in the book's LaTeX, where each page's
+    doctree is a ``start_of_file`` node. Whether the page was found."""
+    for page in document.findall(addnodes.start_of_file):
+        if page.get("docname") != docname:
+            continue
+        section = next((n for n in page.children if isinstance(n, nodes.section)), None)
+        if section is None or not section.children:
+            return False
+        at = 1 if isinstance(section[0], nodes.title) else 0
+        section.insert(at, nodes.raw("", "\n\\bookapibegin\n", format="latex"))
+        section.append(nodes.raw("", "\n\\bookapiend\n", format="latex"))
+        return True
+    return False
+
+
+class RaggedAPI(SphinxPostTransform):
+    """The API reference ragged right in print (see ``ragged_api``)."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        if not ragged_api(self.document):
+            logger.warning("bookstyle: no page book/api in the LaTeX; its text stays justified")
+
+
+def _rows(line: str, columns: int = CODE_COLUMNS) -> int:
     """Printed rows of one line of code: a long line wraps."""
-    return max(1, math.ceil(len(line.expandtabs()) / CODE_COLUMNS))
+    return max(1, math.ceil(len(line.expandtabs()) / columns))
 
 
-def code_box_need(text: str) -> tuple[str, int]:
+def output_columns(text: str) -> int:
+    """The characters a line of an output box must hold: ``CODE_COLUMNS``, or its longest
+    line where that is longer than a row holds (``BOX_COLUMNS``), up to ``SHRINK_COLUMNS``
+    (the box is set in a smaller font); a box whose longest line is longer still keeps the
+    font and wraps."""
+    longest = max((len(line.expandtabs()) for line in text.split("\n")), default=0)
+    return longest if BOX_COLUMNS < longest <= SHRINK_COLUMNS else CODE_COLUMNS
+
+
+def code_box_need(text: str, columns: int = CODE_COLUMNS) -> tuple[str, int]:
     """(breaks, rows) for a code box: a 0 or 1 for each line, 1 where the box may break
     before that line (at least four non-blank lines on each side, and no blank line at the
     top of the next page), and the rows that must fit on the page where the box starts: up
-    to its first break, or all of them."""
+    to its first break, or all of them. ``columns``: the characters a row holds."""
     lines = text.rstrip("\n").split("\n")
     filled = [bool(line.strip()) for line in lines]
     breaks = "".join(
         "1" if filled[j] and sum(filled[:j]) >= 4 and sum(filled[j:]) >= 4 else "0"
         for j in range(len(lines)))
     first = breaks.find("1")
-    return breaks, sum(_rows(line) for line in (lines if first < 0 else lines[:first]))
+    return breaks, sum(_rows(line, columns)
+                       for line in (lines if first < 0 else lines[:first]))
 
 
 class PrintedCodeBoxes(SphinxPostTransform):
     """``\\bookcodebox{breaks}{rows}`` before each code box of the LaTeX. A code cell's box
     also reserves the first rows of its output's box, so that the output starts on the page
-    where the code ends (unless together they would take more than half a page)."""
+    where the code ends (unless together they would take more than half a page). Before an
+    output box whose longest line a row does not hold, ``\\bookcodecolumns{characters}``:
+    the box is set in the font that holds them (see ``output_columns``)."""
 
     default_priority = 900
     builders = ("latex",)
@@ -359,18 +411,29 @@ class PrintedCodeBoxes(SphinxPostTransform):
         for block in list(self.document.findall(nodes.literal_block)):
             if any(isinstance(a, (nodes.table, nodes.footnote)) for a in _ancestors(block)):
                 continue
-            breaks, rows = code_box_need(block.astext())
+            columns = output_columns(block.astext()) if _is_output(block) else CODE_COLUMNS
+            breaks, rows = code_box_need(block.astext(), columns)
             output = _cell_output_block(block)
             if output is not None:
                 # The code and the first rows of its output on one page, unless that is more
                 # than half a page: then the code breaks where it may.
                 whole = sum(_rows(line) for line in block.astext().rstrip("\n").split("\n"))
-                with_output = whole + code_box_need(output.astext())[1] + OUTPUT_GAP
+                with_output = whole + code_box_need(
+                    output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
                 if with_output <= KEEP_TOGETHER:
                     rows = with_output
             target = block.parent if _is_captioned(block) else block
-            raw = nodes.raw("", f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n", format="latex")
+            latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n"
+            if columns != CODE_COLUMNS:
+                latex = f"\n\\bookcodecolumns{{{columns}}}{latex}"
+            raw = nodes.raw("", latex, format="latex")
             target.parent.insert(target.parent.index(target), raw)
+
+
+def _is_output(block) -> bool:
+    """Whether ``block`` is the output of a notebook cell (not code)."""
+    return isinstance(block.parent, nodes.container) and (
+        "cell_output" in block.parent["classes"])
 
 
 def _ancestors(node):
@@ -410,15 +473,22 @@ def _numeric_column(body, k: int) -> bool:
                                  for c in numbers)
 
 
+def _plain(entry) -> str:
+    """A cell's text, without the LaTeX that ``_keep_numbers_whole`` puts in it."""
+    return "".join(str(t) for t in entry.findall(nodes.Text)
+                   if not isinstance(t.parent, nodes.raw))
+
+
 def _longest_word(rows, k: int) -> int:
-    return max((len(word) for row in rows for word in row[k].astext().split()), default=1)
+    return max((len(word) for row in rows for word in _plain(row[k]).split()), default=1)
 
 
 class RightAlignedColumns(SphinxPostTransform):
     """A table whose Markdown aligns columns right (``|--:|``, cells of class
     ``text-right``), or whose columns hold only numbers, gets a LaTeX column spec that aligns
-    them right. A table of many
-    columns is set in a smaller size."""
+    them right. A table of many columns is set in a smaller size, as is a table whose given
+    widths (``:widths:``) cannot hold the cells that must not wrap in the size of its
+    columns' count."""
 
     default_priority = 900
     builders = ("latex",)
@@ -428,42 +498,51 @@ class RightAlignedColumns(SphinxPostTransform):
             tgroup = next(iter(table.findall(nodes.tgroup)), None)
             if tgroup is None:
                 continue
-            if tgroup["cols"] >= WIDE_TABLE:
+            cols = tgroup["cols"]
+            level = self.layout(table, tgroup, 0 if cols < WIDE_TABLE else
+                                1 if cols == WIDE_TABLE else 2)
+            if level:
                 at = table.parent.index(table)
                 table.parent.insert(at + 1, nodes.raw("", "\n\\par\\endgroup\n",
                                                       format="latex"))
-                size = "\\footnotesize" if tgroup["cols"] > WIDE_TABLE else "\\small"
+                size = ("", "\\small", "\\footnotesize")[level]
                 table.parent.insert(at, nodes.raw("", f"\n\\begingroup{size}\n",
                                                   format="latex"))
-            rows = list(tgroup.findall(nodes.row))
-            if not rows or any(len(row) != tgroup["cols"] for row in rows):
-                continue  # merged cells: leave the table to Sphinx
-            if any(not all(isinstance(c, nodes.paragraph) for c in entry) for row in rows
-                   for entry in row):
-                continue  # cells with code or lists: Sphinx sets those in a `tabular`
-            body = [row for row in rows if isinstance(row.parent, nodes.tbody)] or rows
-            _keep_numbers_whole(body)
-            right = ["text-right" in rows[-1][k]["classes"] or _numeric_column(body, k)
-                     for k in range(tgroup["cols"])]
-            if len(rows) > LONG_TABLE:
-                table["classes"].append("longtable")  # breaks across pages
-            cols = tgroup["cols"]
-            line = LINE_CHARS[0 if cols < WIDE_TABLE else 1 if cols == WIDE_TABLE else 2]
-            if "colwidths-given" in table["classes"]:
-                if not any(right):
-                    continue  # the widths the table gives, as Sphinx sets them
-                widths = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
-                # no column narrower than its longest word ("count" was cut to "cour")
-                total = sum(widths)
-                widths = [max(w, round((_longest_word(rows, k) + 3) * total / line))
-                          for k, w in enumerate(widths)]
-            else:
-                widths = _content_widths(rows, body, line)
-                # (a table of fewer than a line's characters is narrower than the line)
-                total = max(sum(widths), line)
-            spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
-                           for r, w in zip(right, widths))
-            table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
+
+    @staticmethod
+    def layout(table, tgroup, level: int) -> int:
+        """The column spec of ``table``, set in the size ``level`` (0, 1, 2: the body size,
+        \\small, \\footnotesize) or, where the widths a table gives cannot hold its cells
+        that must not wrap, a smaller one; the size."""
+        rows = list(tgroup.findall(nodes.row))
+        if not rows or any(len(row) != tgroup["cols"] for row in rows):
+            return level  # merged cells: leave the table to Sphinx
+        if any(not all(isinstance(c, nodes.paragraph) for c in entry) for row in rows
+               for entry in row):
+            return level  # cells with code or lists: Sphinx sets those in a `tabular`
+        body = [row for row in rows if isinstance(row.parent, nodes.tbody)] or rows
+        right = ["text-right" in rows[-1][k]["classes"] or _numeric_column(body, k)
+                 for k in range(tgroup["cols"])]
+        if len(rows) > LONG_TABLE:
+            table["classes"].append("longtable")  # breaks across pages
+        if "colwidths-given" in table["classes"]:
+            given = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
+            while (level < len(LINE_CHARS) - 1
+                   and sum(_given_needs(rows, body, sum(given), LINE_CHARS[level])) > sum(given)):
+                level += 1
+            widths = _given_widths(rows, body, given, LINE_CHARS[level])
+            total = sum(widths)
+        else:
+            widths = given = _content_widths(rows, body, LINE_CHARS[level])
+            # (a table of fewer than a line's characters is narrower than the line)
+            total = max(sum(widths), LINE_CHARS[level])
+        _keep_numbers_whole(body)  # (after the widths, which count the cells' characters)
+        if "colwidths-given" in table["classes"] and not any(right) and widths == given:
+            return level  # the widths the table gives, as Sphinx sets them
+        spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
+                       for r, w in zip(right, widths))
+        table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
+        return level
 
 
 # Characters of the text face on a line of a table: in the body size, \small, \footnotesize.
@@ -479,6 +558,22 @@ HEADING_FACE = 1.1
 CODE_FACE = 0.3
 # A table narrower than the line widens each column by up to this factor.
 SPARE = 1.15
+# A cell of at most this many characters that holds one of these operators as a word is a
+# formula, set on one line ("top-p = 0.9" wrapped after "top-p =", "(97, 97) = a + a"
+# after "a").
+SHORT_FORMULA = 24
+_OPERATORS = ("=", "+", "\u00d7", "\u2248", "<", ">", "\u2264", "\u2265", "->", "\u2192")
+
+
+def _formula(cell: str) -> bool:
+    """Whether a cell is a short formula, which should not wrap: an equation or a sum of a
+    few symbols ("top-p = 0.9", "(97, 97) = a + a"), not a sentence that holds one."""
+    return len(cell) <= SHORT_FORMULA and any(w in _OPERATORS for w in cell.split())
+
+
+def _unbreakable(cell: str) -> bool:
+    """Whether a cell is kept on one line: numbers with their units, or a short formula."""
+    return _atomic(cell) or _formula(cell)
 
 
 def _atomic(cell: str) -> bool:
@@ -506,7 +601,7 @@ def _content_widths(rows, body, line: int) -> list[int]:
         heading = math.ceil(HEADING_FACE * max(
             (len(w) for row in head for w in re.split(r"[\s-]+", row[k].astext())),
             default=0))
-        least.append(max(heading, *(_text_len(row[k]) if _atomic(c) else max(
+        least.append(max(heading, *(_text_len(row[k]) if _unbreakable(c) else max(
             (len(w) for w in c.split()), default=1) for row, c in zip(body, cells)))
                      + CELL_PAD)
         widths.append(max(least[k], longest + CELL_PAD) if longest <= SHORT_CELL else None)
@@ -526,21 +621,68 @@ def _content_widths(rows, body, line: int) -> list[int]:
     return widths
 
 
+def _given_needs(rows, body, total: int, line: int) -> list[int]:
+    """The least width of each column, in a table's units (``total`` of them on a line of
+    ``line`` characters): its longest word (in code, wider) or its longest cell that must not
+    wrap."""
+    need = []
+    for k in range(len(rows[0])):
+        whole = max((_text_len(row[k]) for row in body if _unbreakable(_plain(row[k]))),
+                    default=0)
+        word = max(_word_len(row[k]) for row in rows)
+        need.append(round((max(word, whole) + CELL_PAD) * total / line))
+    return need
+
+
+def _word_len(entry) -> int:
+    """A cell's longest word, in characters of the text face: in code, wider."""
+    code = [w for n in entry.findall(nodes.literal) for w in n.astext().split()]
+    return max([len(w) for w in _plain(entry).split()]
+               + [math.ceil((1 + CODE_FACE) * len(w)) for w in code], default=1)
+
+
+def _given_widths(rows, body, given: list[int], line: int) -> list[int]:
+    """The widths a table gives its columns (``:widths:``), widened where a column is
+    narrower than its longest word ("count" was cut to "cour") or its longest cell that must
+    not wrap ("top-p = 0.9"); the columns with room to spare give it up, in proportion to
+    their room, so that the table keeps its width."""
+    total = sum(given)
+    need = _given_needs(rows, body, total, line)
+    widths = [max(w, n) for w, n in zip(given, need)]
+    excess = sum(widths) - total
+    slack = sum(w - n for w, n in zip(widths, need) if w > n)
+    if excess > 0 and slack > 0:
+        give = min(1.0, excess / slack)
+        widths = [w - math.ceil((w - n) * give) if w > n else w for w, n in zip(widths, need)]
+        # (rounded up, the columns gave a little too much: the roomiest takes it back)
+        if (short := total - sum(widths)) > 0:
+            k = max(range(len(widths)), key=lambda j: given[j] - need[j])
+            widths[k] += short
+    return widths
+
+
 def _keep_numbers_whole(body) -> None:
     """Non-breaking spaces in the cells that should not wrap ("0.312 to 0.355", "300.00
-    MiB"): where a column is narrower than the estimate of its widths, they stay whole."""
+    MiB"): where a column is narrower than the estimate of its widths, they stay whole. A
+    short formula ("top-p = 0.9") is set in a box, which does not break at its hyphens
+    either."""
     for row in body:
         for entry in row:
-            if _atomic(entry.astext()):
+            cell = entry.astext()
+            if _atomic(cell):
                 for text in list(entry.findall(nodes.Text)):
                     if " " in text:
                         text.parent.replace(text, nodes.Text(str(text).replace(" ", "\u00a0")))
+            elif _formula(cell) and len(entry) == 1:
+                paragraph = entry[0]
+                paragraph.insert(0, nodes.raw("", "\\mbox{", format="latex"))
+                paragraph.append(nodes.raw("", "}", format="latex"))
 
 
 def _text_len(entry) -> int:
     """A cell's length in characters of the text face: code (monospace) counts wider."""
     code = sum(len(n.astext()) for n in entry.findall(nodes.literal))
-    return len(entry.astext()) + math.ceil(CODE_FACE * code)
+    return len(_plain(entry)) + math.ceil(CODE_FACE * code)
 
 
 def setup(app):
@@ -554,4 +696,5 @@ def setup(app):
     app.add_transform(IndexAtTheTerm)
     app.add_post_transform(PrintedCodeBoxes)
     app.add_post_transform(RightAlignedColumns)
+    app.add_post_transform(RaggedAPI)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
