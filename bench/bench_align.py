@@ -1,6 +1,6 @@
 """Learning from a reward (chapter "Learning from a reward"): best-of-N, DPO and GRPO on the
-book's model, and GRPO with the terms that stop reward hacking taken away, each measured on
-200 held-out speech openings.
+book's model, GRPO with a gentler siblings term, and GRPO with the terms that stop reward
+hacking taken away, each measured on 200 held-out speech openings.
 
 Each method runs at its default settings (:data:`buildllm.align.SETTINGS`); DPO and GRPO train
 a copy of the book's model, best-of-N samples 8 lines where the others sample one and keeps
@@ -10,7 +10,7 @@ interval), the mean verse reward, English words, distinct-2 and the held-out nat
 character. Everything goes to ``bench/results/align.json`` with the machine, the threads, each
 run's CPU seconds and its log (reward per step); the chapter reads that file.
 
-Cost: five training runs of two to five CPU-minutes each and seven measurements, about 10
+Cost: six training runs of two to five CPU-minutes each and eight measurements, about 12
 minutes on an idle 2-core machine.
 
 Reported: the reward gained per CPU-second of training (DPO, GRPO) against best-of-N's gain
@@ -36,6 +36,8 @@ from buildllm.repro import threads
 THREADS = 2
 BEST_OF = 8
 RESULTS = Path(__file__).parent / "results" / "align.json"
+GENTLER = {  # GRPO with the siblings term on the overlap itself, not its square
+    "grpo, siblings on the overlap": {"sibling_power": 1.0}}
 HACKS = {  # GRPO with the terms that stop reward hacking taken away, one after another
     "grpo, no siblings": {"siblings": False},
     "grpo, no siblings, no distinct pairs": {"siblings": False, "distinct": False},
@@ -71,7 +73,7 @@ def measure(path: Path = RESULTS) -> dict:
         for method in ("dpo", "grpo"):
             runs[method] = trained(model, tokenizer, corpus, method,
                                    align.SETTINGS[method]())
-        for name, settings in HACKS.items():
+        for name, settings in (GENTLER | HACKS).items():
             runs[name] = trained(model, tokenizer, corpus, "grpo", align.GRPOSettings(**settings))
     doc = {"machine": platform.machine(), "processor": platform.processor(),
            "threads": THREADS, "torch": torch.__version__, "best_of": BEST_OF, "runs": runs}

@@ -213,14 +213,16 @@ def test_distinct_pairs_take_the_reward_of_a_repeated_phrase(line, pairs, distin
     assert settings.reward(line) == pytest.approx(align.line_reward(line, (1, 0, 1), 2.0))
 
 
-def test_sibling_novelty_is_one_less_the_largest_overlap_in_the_group():
+def test_sibling_novelty_is_one_less_the_square_of_the_largest_overlap_in_the_group():
     lines = ["my gracious lord, I pray you", "my gracious lord, I pray you",  # group 1: twins
              "I know not what to say", "I know not, my lord",  # group 2: (i know) (know not)
              "Hence", "a b c"]  # group 3: no pair in the first line
     novelty = align.sibling_novelty(lines, 2)
     # group 2: pairs {i-know, know-not, not-what, what-to, to-say} and {i-know, know-not,
-    # not-my, my-lord}: 2 shared of 7 distinct
-    assert novelty.tolist() == pytest.approx([0.0, 0.0, 5 / 7, 5 / 7, 1.0, 1.0])
+    # not-my, my-lord}: 2 shared of 7 distinct, so 1 - (2/7)^2
+    assert novelty.tolist() == pytest.approx([0.0, 0.0, 45 / 49, 45 / 49, 1.0, 1.0])
+    assert align.sibling_novelty(lines, 2, power=1).tolist() == pytest.approx(
+        [0.0, 0.0, 5 / 7, 5 / 7, 1.0, 1.0])
     assert align.sibling_novelty(lines, 1).tolist() == [1.0] * 6  # no siblings
     assert align.sibling_novelty(lines[:3], 3).tolist() == pytest.approx([0.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="groups of 4"):
@@ -268,7 +270,8 @@ def test_best_of_n_picks_the_max_reward_line(tiny):
     (align.GRPOSettings, "prompt_tokens", 2.5), (align.DPOSettings, "max_grad_norm", 0),
     (align.GRPOSettings, "sharpness", 0), (align.DPOSettings, "lm_coef", -1),
     (align.BestOfNSettings, "distinct", 1), (align.DPOSettings, "siblings", "yes"),
-    (align.GRPOSettings, "lm_windows", 0),
+    (align.GRPOSettings, "lm_windows", 0), (align.GRPOSettings, "sibling_power", 0),
+    (align.DPOSettings, "sibling_power", float("inf")),
 ])
 def test_settings_refuse_bad_values(cls, field, value):
     with pytest.raises(ValueError, match=field):

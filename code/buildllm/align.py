@@ -146,7 +146,8 @@ class Training(Sampling):
     ``lr``, gradient norm clipped to ``max_grad_norm``) on them. Each step adds ``lm_coef``
     times the next-token loss on ``lm_windows`` windows of the training text
     (:func:`lm_loss`). ``lora_rank`` ``None`` trains every weight; a rank trains LoRA adapters
-    (``lora_alpha``), merged at the end."""
+    (``lora_alpha``), merged at the end. ``siblings`` multiplies each reward by the line's
+    :func:`sibling_novelty`, with the overlap raised to ``sibling_power``."""
 
     steps: int = 160
     prompts_per_step: int = 8
@@ -159,10 +160,13 @@ class Training(Sampling):
     lora_rank: int | None = None
     lora_alpha: float = 16.0
     siblings: bool = True
+    sibling_power: float = 2.0
 
     def __post_init__(self):
         super().__post_init__()
         _require(isinstance(self.siblings, bool), self, "siblings", "True or False")
+        _require(_number(self.sibling_power), self, "sibling_power",
+                 "a number > 0 (1: the overlap itself, 2: its square)")
         for name, low in (("steps", 1), ("prompts_per_step", 1), ("samples", 2),
                           ("inner_steps", 1), ("lm_windows", 1)):
             _require(_int(getattr(self, name), low), self, name, f"an integer >= {low}")
@@ -335,21 +339,25 @@ def sample_scored(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.T
                   generator: torch.Generator) -> Samples:
     """:func:`sample_completions` with the settings' sampling, then
     :func:`score_completions`; with ``settings.siblings`` each reward is multiplied by the
-    line's :func:`sibling_novelty` in its group of ``settings.samples``."""
+    line's :func:`sibling_novelty` in its group of ``settings.samples``, at the settings'
+    ``sibling_power``."""
     tokens, mask = sample_completions(model, prompts, settings.max_new_tokens, newline,
                                       settings.temperature, settings.top_k, generator)
     batch = score_completions(tokenizer, prompts, tokens, mask, settings.reward)
     if settings.siblings:
-        batch.rewards = batch.rewards * sibling_novelty(batch.lines, settings.samples)
+        novelty = sibling_novelty(batch.lines, settings.samples, settings.sibling_power)
+        batch.rewards = batch.rewards * novelty
     return batch
 
 
-def sibling_novelty(lines: Sequence[str], group: int) -> torch.Tensor:
+def sibling_novelty(lines: Sequence[str], group: int, power: float = 2.0) -> torch.Tensor:
     """``(B,)``: for each line, 1 less its largest overlap with another line of its group
-    (the ``group`` lines in a row sampled after one prompt), the overlap of two lines being
-    the share of their distinct pairs of neighbouring words that both hold. 1 for a line
-    that shares no pair with a sibling, 0 for a line that a sibling repeats. No reward of
-    one line can see a model that writes the same line after every prompt; siblings can."""
+    (the ``group`` lines in a row sampled after one prompt) raised to ``power``, the overlap
+    of two lines being the share of their distinct pairs of neighbouring words that both
+    hold. 1 for a line that shares no pair with a sibling, 0 for a line that a sibling
+    repeats; the square (``power`` 2) spares a shared phrase: an overlap of 0.3 costs 9 %,
+    not 30 %. No reward of one line can see a model that writes the same line after every
+    prompt; siblings can."""
     if group < 1 or len(lines) % group:
         raise ValueError(f"{len(lines)} lines do not split into groups of {group}")
     pairs = [set(word_pairs(line)) for line in lines]
@@ -359,7 +367,7 @@ def sibling_novelty(lines: Sequence[str], group: int) -> torch.Tensor:
         overlaps = [len(mine & theirs) / len(mine | theirs)
                     for j, theirs in enumerate(pairs[start:start + group], start)
                     if j != i and mine | theirs]
-        novelty.append(1.0 - max(overlaps, default=0.0))
+        novelty.append(1.0 - max(overlaps, default=0.0) ** power)
     return torch.tensor(novelty)
 
 
