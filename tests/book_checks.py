@@ -11,7 +11,8 @@
 - no chapter ends in a dump of source: listings sit where their idea is taught, not in a
   closing "The library version" section after the last code cell;
 - every `buildllm` command that the book and the README print is one the command line accepts;
-- no line of a ``:pyobject:`` listing is wider than a printed code box (CODE_COLUMNS);
+- no line of a ``:pyobject:`` listing or of a printed code cell is wider than a printed code
+  box (CODE_COLUMNS);
 - every figure and table with a name is cited; every drawn figure in book/figures/ is shown by
   a page under a name and drawn by scripts/make_figures.py;
 - every chapter ends with exercises, each with a label and a link to its worked solution in
@@ -464,7 +465,8 @@ def check_code_width(root: Path, columns: int | None = None) -> list[str]:
     """Problems: a line of a ``:pyobject:`` listing, as printed (after ``:start-at:``,
     ``:end-before:`` and the like, and ``:dedent:``), longer than a printed code box holds
     (``columns``, by default :func:`code_columns`): it would wrap in the PDF. Re-wrap it in the
-    library (a break after an opening bracket, a comment on its own line above)."""
+    library (a break after an opening bracket, a comment on its own line above). The same for
+    the lines of the code cells a page prints."""
     columns = code_columns() if columns is None else columns
     problems = []
     for page in book_pages(root):
@@ -484,6 +486,25 @@ def check_code_width(root: Path, columns: int | None = None) -> list[str]:
                                     f"line {n + 1} of {source.name} is {len(shown)} columns "
                                     f"wide, more than the {columns} of a printed code box: "
                                     f"{shown.strip()[:40]!r}...")
+        problems += _wide_cells(page, columns)
+    return problems
+
+
+def _wide_cells(page: Path, columns: int) -> list[str]:
+    """Problems: a line of a printed code cell (not tagged remove-input or remove-cell)
+    longer than ``columns``."""
+    if page.suffix != ".ipynb":
+        return []
+    problems = []
+    for cell in json.loads(page.read_text(encoding="utf-8")).get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") != "code" or {"remove-input", "remove-cell"} & set(tags):
+            continue
+        for line in "".join(cell.get("source", "")).splitlines():
+            if len(line) > columns:
+                problems.append(f"{page.name}, cell {cell.get('id')}: a line of {len(line)} "
+                                f"columns, more than the {columns} of a printed code box: "
+                                f"{line.strip()[:40]!r}...")
     return problems
 
 

@@ -369,6 +369,21 @@ def test_code_width_is_the_one_the_book_style_sets():
     assert code_columns() == bookstyle.CODE_COLUMNS
 
 
+def test_code_width_check_catches_a_wide_line_of_a_printed_code_cell(tmp_path):
+    """A code cell's line one column wider than the box is caught; one exactly as wide is not,
+    nor a wide line of a cell whose input the book removes."""
+    n = code_columns()
+    root = _book(tmp_path, ["one"])
+    path = _notebook(root / "book" / "one.ipynb",
+                     ["x = 1  # " + "f" * (n - 9), "y = 2  # " + "w" * (n - 8),
+                      "z = 3  # " + "h" * n])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[3].metadata["tags"] = ["remove-input"]
+    nbformat.write(nb, path)
+    problems = check_code_width(root)
+    assert len(problems) == 1 and f"a line of {n + 1} columns" in problems[0], problems
+
+
 def test_code_width_check_catches_a_planted_long_line(tmp_path):
     """A line one column wider than the box is caught, named by page, object and line; a line
     exactly as wide is not, nor one that ``:dedent:`` or ``:end-before:`` leaves out or narrows,
