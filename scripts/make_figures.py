@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["hatch.color"] = "0.55"  # hatching in mid grey: labels on it stay legible
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import (  # noqa: E402
     Arc,
@@ -312,7 +313,7 @@ def _block(ax, cx: float, parts: list[tuple[str, bool]], bottom: float) -> tuple
         nonlocal y
         text, differs = next(names)
         cell(ax, cx - w / 2, y, w, height, text, fs=8, fc="0.9" if differs else "white",
-             hatch="////" if differs else None, bbox=dict(fc="white", ec="none", pad=1))
+             hatch="//" if differs else None, bbox=dict(fc="white", ec="none", pad=2))
         y += height
 
     part(h)  # the input
