@@ -268,11 +268,19 @@ def test_a_sentence_ending_in_a_colon_keeps_with_its_code_box():
     document += section
     assert bookstyle._lead_in(first) is intro and bookstyle._lead_in(second) is None
     assert bookstyle._box_of(first[0][0]) is first
-    # a paragraph right under its heading: the heading already keeps with it
+    assert not bookstyle._under_heading(intro)
+    # a paragraph right under its heading: the need stands before the heading
     under = nodes.paragraph("", "Right under the heading:")
     third = cell("w = 4")
-    nodes.section("", nodes.title("", "T"), under, third)
-    assert bookstyle._lead_in(third) is None
+    sub = nodes.section("", nodes.title("", "T"), under, third)
+    section += sub
+    assert bookstyle._lead_in(third) is under and bookstyle._under_heading(under)
+    transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
+    transform.document = document
+    transform.run()
+    need = 1 + bookstyle.HEADING_LINES
+    assert section[section.index(sub) - 1].astext().strip() == f"\\bookkeepwithbox{{{need}}}{{1}}"
+    assert section[section.index(intro) - 1].astext().strip() == "\\bookkeepwithbox{1}{2}"
     assert bookstyle._prose_lines("word " * 40) == 3
     style = _style()
     assert "\\newcommand{\\bookkeepwithbox}[2]" in style
@@ -325,8 +333,8 @@ def test_an_index_entry_keeps_its_first_sub_entries():
 
 def test_a_long_entry_of_the_lists_keeps_leader_dots_before_its_page():
     style = _style()
-    assert re.search(r"\\patchcmd\{\\@dottedtocline\}\{\\hfill\}\{\\hskip [1-9][.\d]*em \\@plus 1fill",
-                     style)
+    assert re.search(r"\\patchcmd\{\\@dottedtocline\}\{\\hfill\}"
+                     r"\{\\hskip [1-9][.\d]*em \\@plus 1fill", style)
 
 
 def test_an_empty_table_cell_has_no_empty_paragraph():
@@ -380,17 +388,68 @@ def test_a_framed_text_box_starts_where_it_or_its_first_lines_fit():
                                           nodes.paragraph("", "Text."), long))
     document = nodes.document(None, None)
     document += chapter
-    assert bookstyle.box_lines(short) == 2 + 3  # title and padding, 150 characters of text
+    assert bookstyle.box_lines(short) == bookstyle.BOX_PAD + 3  # 150 characters of text
     assert bookstyle.keep_boxes_whole(document) == 2
     # the short box whole, with its heading and the line above it: before the heading
     raw = chapter[1]
-    assert isinstance(raw, nodes.raw) and raw.astext().strip() == "\\bookkeepbox{9}"
+    need = bookstyle.BOX_PAD + 3 + bookstyle.HEADING_LINES + 1
+    assert isinstance(raw, nodes.raw) and raw.astext().strip() == f"\\bookkeepbox{{{need}}}"
     # the long box: its first lines (and its heading and line above, before the heading)
-    assert chapter[-2].astext().strip() == f"\\bookkeepbox{{{bookstyle.BOX_HEAD + 4}}}"
+    assert chapter[-2].astext().strip() == (
+        f"\\bookkeepbox{{{bookstyle.BOX_HEAD + bookstyle.HEADING_LINES + 1}}}")
     # after more prose than a line, the need stands just before the box
     third = nodes.admonition("", nodes.title("", "Note"), nodes.paragraph("", "word"))
     nodes.section("", nodes.title("", "T"), nodes.paragraph("", "One."),
                   nodes.paragraph("", "Two."), third)
     assert bookstyle.keep_boxes_whole(third.parent) == 1
-    assert third.parent[-2].astext().strip() == "\\bookkeepbox{3}"
+    assert third.parent[-2].astext().strip() == (
+        f"\\bookkeepbox{{{bookstyle.BOX_PAD + 1}}}")
     assert "\\newcommand{\\bookkeepbox}[1]" in _style()
+    # not before the API reference's entries, which docutils counts as admonitions
+    from sphinx import addnodes
+
+    entry = addnodes.desc("", nodes.paragraph("", "read_problem(error)"))
+    assert bookstyle.keep_boxes_whole(nodes.section("", nodes.paragraph("", "A."), entry)) == 0
+
+
+def test_a_long_code_cell_breaks_at_its_last_break_rather_than_part_from_its_output():
+    from docutils import nodes
+
+    code = "\n".join(f"x{k} = {k}" for k in range(29))
+    out = "\n".join(f"line {k}" for k in range(14))
+    cell = nodes.container("", nodes.container("", nodes.literal_block(code, code),
+                                               classes=["cell_input"]),
+                           nodes.container("", nodes.literal_block(out, out),
+                                           classes=["cell_output"]), classes=["cell"])
+    short = nodes.container("", nodes.container("", nodes.literal_block("a = 1", "a = 1"),
+                                                classes=["cell_input"]),
+                            nodes.container("", nodes.literal_block("1", "1"),
+                                            classes=["cell_output"]), classes=["cell"])
+    document = nodes.document(None, None)
+    document += nodes.section("", nodes.title("", "T"), cell, short)
+    transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
+    transform.document = document  # (run reads only the document)
+    transform.run()
+    raws = [n.astext() for n in document.findall(nodes.raw)]
+    assert "\\bookcodetail{29}{" in raws[0] and raws[0].rstrip().endswith("{25}")
+    assert raws[0].index("\\bookcodebox") < raws[0].index("\\bookcodetail")
+    assert not any("\\bookcodetail" in r for r in raws[1:])  # the output, and a short cell
+    # a cell that fits with its output, but not with the sentence that introduces it: the
+    # code starts under the sentence and may break
+    code = "\n".join(f"y{k} = {k}" for k in range(12))
+    out = "\n".join(f"row {k}" for k in range(8))
+    cell = nodes.container("", nodes.container("", nodes.literal_block(code, code),
+                                               classes=["cell_input"]),
+                           nodes.container("", nodes.literal_block(out, out),
+                                           classes=["cell_output"]), classes=["cell"])
+    lead = nodes.paragraph("", "word " * 200 + "as follows:")
+    document = nodes.document(None, None)
+    document += nodes.section("", nodes.title("", "T"), nodes.paragraph("", "A."), lead, cell)
+    transform.document = document
+    transform.run()
+    raws = [n.astext() for n in document.findall(nodes.raw)]
+    assert raws[0].strip() == "\\bookkeepwithbox{14}{4}"
+    assert "\\bookcodebox{000011111000}{4}" in raws[1] and "\\bookcodetail{12}{20}{8}" in raws[1]
+    style = _style()
+    assert "\\newcommand{\\bookcodetail}[3]" in style
+    assert "\\global\\pagegoal\\dimexpr\\pagetotal+#3\\bookcoderow" in style

@@ -25,6 +25,13 @@
   entry may name the words it anchors on, when the prose says it otherwise:
   "byte-pair encoding; tie-breaking <tie between>". A term not found, at the start of the
   next paragraph (the build says so).
+- Print's own links between exercises and solutions: "(solution, p. 205)", "Back to the
+  exercise, p. 17" (``\\pageref`` on the link's target).
+- What must stay together on a page: a sentence that ends with a colon and the code box it
+  introduces (and a heading right above it); a framed box of text (a solution) whole, or its
+  first lines; a long code cell's last lines and its output; a long table's first and last
+  three rows. In table cells, a parenthesised range ("(96.6-98.2)"), a number and its unit
+  ("25 %"), a heading's short unit ("CPU s") and "i=1" never wrap; empty cells are one line.
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -414,27 +421,41 @@ class PrintedCodeBoxes(SphinxPostTransform):
                 continue
             columns = output_columns(block.astext()) if _is_output(block) else CODE_COLUMNS
             breaks, rows = code_box_need(block.astext(), columns)
+            tail = ""
+            lead = None if _is_output(block) else _lead_in(_box_of(block))
+            lines = 0 if lead is None else _prose_lines(lead.astext()) + (
+                HEADING_LINES if _under_heading(lead) else 0)
             output = _cell_output_block(block)
             if output is not None:
                 # The code and the first rows of its output on one page, unless that is more
-                # than half a page: then the code breaks where it may.
+                # than half a page: then the code breaks where it may. So too where the
+                # sentence that introduces the code would not fit with them: the code starts
+                # under it and breaks where it may (a page ended with that sentence, and a
+                # third of it empty, chapter 1).
                 whole = sum(_rows(line) for line in block.astext().rstrip("\n").split("\n"))
                 with_output = whole + code_box_need(
                     output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
-                if with_output <= KEEP_TOGETHER:
+                if with_output <= KEEP_TOGETHER and (
+                        lines + with_output <= KEEP_TOGETHER or "1" not in breaks):
                     rows = with_output
+                elif "1" in breaks:
+                    # (where the code fits on the page but its output does not, the page
+                    # ends at the code's last break, so that the output does not start a page)
+                    lines_ = block.astext().rstrip("\n").split("\n")
+                    before = sum(_rows(line) for line in lines_[:breaks.rfind("1")])
+                    tail = f"\n\\bookcodetail{{{whole}}}{{{with_output}}}{{{before}}}"
             target = block.parent if _is_captioned(block) else block
-            latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n"
+            latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}{tail}\n"
             if columns != CODE_COLUMNS:
                 latex = f"\n\\bookcodecolumns{{{columns}}}{latex}"
             raw = nodes.raw("", latex, format="latex")
             target.parent.insert(target.parent.index(target), raw)
-            box = _box_of(block)
-            lead = None if _is_output(block) else _lead_in(box)
-            if lead is not None and (lines := _prose_lines(lead.astext())) + rows <= KEEP_TOGETHER:
+            if lead is not None and lines + rows <= KEEP_TOGETHER:
                 # The sentence that introduces the box ("...:") starts on the page where
-                # the box's first rows fit, not alone at the foot of the page before.
-                lead.parent.insert(lead.parent.index(lead), nodes.raw(
+                # the box's first rows fit, not alone at the foot of the page before; so
+                # does the heading right above it.
+                at = lead.parent if _under_heading(lead) else lead
+                at.parent.insert(at.parent.index(at), nodes.raw(
                     "", f"\n\\bookkeepwithbox{{{lines}}}{{{rows}}}\n", format="latex"))
 
 
@@ -459,10 +480,19 @@ def _box_of(block):
     return box
 
 
+def _under_heading(paragraph) -> bool:
+    """Whether ``paragraph`` is the first text of a section (under its heading), in a section
+    that has a parent to hold what goes before the heading."""
+    section = paragraph.parent
+    if not isinstance(section, nodes.section) or section.parent is None:
+        return False
+    before = [n for n in section[:section.index(paragraph)] if not isinstance(n, _SILENT)]
+    return len(before) == 1 and isinstance(before[0], nodes.title)
+
+
 def _lead_in(box):
-    """The paragraph just before ``box`` if it ends with a colon (it introduces the box), and
-    follows something other than a heading (a heading already keeps with its paragraph; a
-    break before the paragraph would part them); else None."""
+    """The paragraph just before ``box`` if it ends with a colon (it introduces the box);
+    else None."""
     if box.parent is None:
         return None
     siblings = box.parent.children
@@ -473,11 +503,6 @@ def _lead_in(box):
         return None
     paragraph = siblings[at]
     if not paragraph.astext().rstrip().endswith(":"):
-        return None
-    before = at - 1
-    while before >= 0 and isinstance(siblings[before], _SILENT):
-        before -= 1
-    if before < 0 or isinstance(siblings[before], nodes.title):
         return None
     return paragraph
 
@@ -830,12 +855,16 @@ WHOLE_BOX = 14
 BOX_HEAD = 6
 # Characters of a line of text inside a framed box (narrower than the text block).
 BOX_CHARS = 68
+# Lines of a framed box besides its text (its title bar and padding), and lines of a section
+# heading with the space around it (Exercise 3.5's box, estimated two lines short, split 5/2).
+BOX_PAD = 3
+HEADING_LINES = 5
 
 
 def box_lines(box) -> int:
     """The printed lines of a framed text box: its paragraphs' lines, code boxes' rows, and
-    two for its title and padding."""
-    lines = 2
+    ``BOX_PAD`` for its title and padding."""
+    lines = BOX_PAD
     for node in box.findall(include_self=False):
         if isinstance(node, nodes.paragraph) and not isinstance(node.parent, nodes.list_item):
             lines += _prose_lines(node.astext(), BOX_CHARS)
@@ -854,6 +883,8 @@ def keep_boxes_whole(document) -> int:
     boxes."""
     count = 0
     for box in list(document.findall(nodes.Admonition)):
+        if isinstance(box, addnodes.desc):
+            continue  # (the API reference's entries are admonitions to docutils)
         if box.parent is None or any(isinstance(a, (nodes.table, nodes.Admonition))
                                      for a in _ancestors(box)):
             continue
@@ -866,7 +897,7 @@ def keep_boxes_whole(document) -> int:
                 and isinstance(before[0], nodes.title)
                 and all(isinstance(n, nodes.paragraph) for n in before[1:])
                 and box.parent.parent is not None):
-            need += 3 + sum(_prose_lines(n.astext()) for n in before[1:])
+            need += HEADING_LINES + sum(_prose_lines(n.astext()) for n in before[1:])
             target = box.parent
         target.parent.insert(target.parent.index(target), nodes.raw(
             "", f"\n\\bookkeepbox{{{need}}}\n", format="latex"))
