@@ -225,3 +225,231 @@ def test_signatures_run_on_and_break_between_parameters():
     assert "\\mbox{#3}" in signature  # the return annotation with the closing parenthesis
     # a space inside a parameter is a break of last resort (a penalty below 10000)
     assert re.search(r"\\newcommand\{\\DUrolew\}\[1\]\{\\penalty([1-9]\d{3})\\relax#1\}", style)
+
+
+def _style() -> str:
+    return (Path(bookstyle.__file__).with_name("bookstyle.sty")).read_text(encoding="utf-8")
+
+
+def test_links_between_exercises_and_solutions_give_a_page_in_print():
+    from docutils import nodes
+
+    def link(text, uri):
+        return nodes.reference("", "", nodes.inline("", text), refuri=uri, internal=True)
+
+    paragraph = nodes.paragraph("", "", nodes.Text("("),
+                                link("solution", "%book/solutions/01_tokens#sol-tokens-1"),
+                                nodes.Text(")"))
+    back = nodes.paragraph("", "", link("Back to the exercise", "%book/01_tokens#ex-tokens-1"))
+    other = nodes.paragraph("", "", link("chapter 2", "%book/02_embeddings#top"))
+    document = nodes.document(None, None)
+    document += [paragraph, back, other]
+    assert bookstyle.page_references(document) == 2
+    assert paragraph[2].astext() == (
+        ", p.~\\pageref{\\detokenize{book/solutions/01_tokens:sol-tokens-1}}")
+    assert paragraph.astext().endswith(")")
+    assert back[1].astext() == ", p.~\\pageref{\\detokenize{book/01_tokens:ex-tokens-1}}"
+    assert len(other) == 1
+
+
+def test_a_sentence_ending_in_a_colon_keeps_with_its_code_box():
+    from docutils import nodes
+
+    def cell(code):
+        return nodes.container("", nodes.container("", nodes.literal_block(code, code),
+                                                   classes=["cell_input"]), classes=["cell"])
+
+    intro = nodes.paragraph("", "The counts, pair by pair:")
+    plain = nodes.paragraph("", "A sentence that ends with a full stop.")
+    first, second = cell("x = 1\ny = 2"), cell("z = 3")
+    section = nodes.section("", nodes.title("", "Counting"), nodes.paragraph("", "Before."),
+                            intro, nodes.target(), first, plain, second)
+    document = nodes.document(None, None)
+    document += section
+    assert bookstyle._lead_in(first) is intro and bookstyle._lead_in(second) is None
+    assert bookstyle._box_of(first[0][0]) is first
+    assert not bookstyle._under_heading(intro)
+    # a paragraph right under its heading: the need stands before the heading
+    under = nodes.paragraph("", "Right under the heading:")
+    third = cell("w = 4")
+    sub = nodes.section("", nodes.title("", "T"), under, third)
+    section += sub
+    assert bookstyle._lead_in(third) is under and bookstyle._under_heading(under)
+    transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
+    transform.document = document
+    transform.run()
+    need = 1 + bookstyle.HEADING_LINES
+    assert section[section.index(sub) - 1].astext().strip() == f"\\bookkeepwithbox{{{need}}}{{1}}"
+    assert section[section.index(intro) - 1].astext().strip() == "\\bookkeepwithbox{1}{2}"
+    assert bookstyle._prose_lines("word " * 40) == 3
+    style = _style()
+    assert "\\newcommand{\\bookkeepwithbox}[2]" in style
+
+
+def test_table_cells_keep_ranges_units_and_short_groups_whole():
+    from docutils import nodes
+
+    head = _row("formula's (T, T)", "CPU s", "speed-up")
+    body = [_row("chance 25 %", "97.4 % (96.6-98.2)", "the slowest pair i=7 turns")]
+    bookstyle._keep_spans_whole([head, *body], head=[head])
+    assert head[1].astext() == "CPU\u00a0s"
+    first = head[0][0]
+    assert [n.astext() for n in first] == ["formula's ", "\\mbox{", "(T, T)", "}"]
+    assert body[0][0].astext() == "chance 25\u00a0%"
+    interval = body[0][1][0]
+    assert "\\mbox{" in [n.astext() for n in interval if isinstance(n, nodes.raw)]
+    assert "97.4\u00a0% " in interval.astext()
+    assert "i=7" in [n.astext() for n in body[0][2][0]]
+    # a heading breaks at its spaces only: "speed-up" is one word wide
+    widths = bookstyle._content_widths([head, *body], body, 78)
+    assert widths[2] >= len("speed-up") + bookstyle.CELL_PAD
+    assert bookstyle._heading_words("CPU s") == ["CPU s"]
+    assert bookstyle._heading_words("trainable parameters") == ["trainable", "parameters"]
+    assert bookstyle._formula("sin, i=1") and not bookstyle._formula("sin and cos")
+    assert "\\exhyphenpenalty\\@M" in _style().split("sphinxstyletheadfamily", 1)[1][:80]
+
+
+def test_the_print_style_of_headings_heads_and_contents():
+    style = _style()
+    # running heads: "1.2 Bytes and UTF-8", as the headings write it
+    assert "\\thesection.\\enspace" not in style and "\\thesection\\enspace" in style
+    # headings are never hyphenated
+    heading = style[style.index("\\g@addto@macro\\py@HeaderFamily"):][:120]
+    assert "\\hyphenpenalty\\@M" in heading
+    # "10.10" has room before its title in the contents
+    m = re.search(r"\\renewcommand\*\{\\l@section\}\{\\@dottedtocline\{1\}\{1.5em\}\{([\d.]+)em\}",
+                  style)
+    assert m and float(m[1]) > 2.3
+    # the date of the build on the copyright page, not the title page
+    assert "\\date{}" in style and "on \\book@date" in style
+
+
+def test_an_index_entry_keeps_its_first_sub_entries():
+    style = _style()
+    subitem = style[style.index("\\renewcommand\\subitem"):][:160]
+    assert "\\ifnum\\book@subitems<\\tw@\\nobreak\\fi" in subitem
+    assert "\\global\\book@subitems\\z@" in style[style.index("\\renewcommand\\@idxitem"):][:80]
+
+
+def test_a_long_entry_of_the_lists_keeps_leader_dots_before_its_page():
+    style = _style()
+    assert re.search(r"\\patchcmd\{\\@dottedtocline\}\{\\hfill\}"
+                     r"\{\\hskip [1-9][.\d]*em \\@plus 1fill", style)
+
+
+def test_an_empty_table_cell_has_no_empty_paragraph():
+    from docutils import nodes
+
+    head = _row("Measure", "book", "Real lines")
+    body = [_row("... verse lines", "2.154", ""), _row("real", "0.9", "1.0")]
+    table = nodes.table()
+    tgroup = nodes.tgroup(cols=3)
+    tgroup += [nodes.colspec(colwidth=1) for _ in range(3)]
+    tgroup += [nodes.thead("", head), nodes.tbody("", *body)]
+    table += tgroup
+    nodes.section("", table)
+    bookstyle.RightAlignedColumns.layout(table, tgroup, 0)
+    assert len(body[0][2]) == 0 and len(body[1][2]) == 1 and len(body[0][0]) == 1
+
+
+def test_a_long_table_keeps_three_rows_on_either_side_of_a_break(monkeypatch):
+    body = [_row(str(k), "x") for k in range(25)]
+    bookstyle._keep_rows_together(body)
+    kept = [k for k, row in enumerate(body) if row.get("book_nobreak")]
+    assert kept == [0, 1, 22, 23]
+    short = [_row(str(k), "x") for k in range(5)]
+    bookstyle._keep_rows_together(short)
+    assert not any(row.get("book_nobreak") for row in short)
+
+    class Writer(bookstyle.BookLaTeXTranslator):
+        def __init__(self):  # only what depart_row reads
+            self.body = []
+
+    writer = Writer()
+    # Sphinx's depart_row ends a row with "\\" and a newline, then a rule
+    monkeypatch.setattr(bookstyle.LaTeXTranslator, "depart_row", lambda self, node: (
+        self.body.extend(["\\\\\n", "\\sphinxhline"])))
+    writer.depart_row(body[0])
+    writer.depart_row(body[5])
+    assert writer.body == ["\\\\*\n", "\\sphinxhline", "\\\\\n", "\\sphinxhline"]
+
+
+def test_a_framed_text_box_starts_where_it_or_its_first_lines_fit():
+    from docutils import nodes
+
+    short = nodes.admonition("", nodes.title("", "Solution"),
+                             nodes.paragraph("", "word " * 30))
+    long = nodes.admonition("", nodes.title("", "Discussion"),
+                            *(nodes.paragraph("", "word " * 60) for _ in range(6)))
+    section = nodes.section("", nodes.title("", "Exercise 1.1"),
+                            nodes.paragraph("", "Back to the exercise."), short)
+    chapter = nodes.section("", nodes.title("", "Solutions"), section,
+                            nodes.section("", nodes.title("", "Exercise 1.2"),
+                                          nodes.paragraph("", "Text."), long))
+    document = nodes.document(None, None)
+    document += chapter
+    assert bookstyle.box_lines(short) == bookstyle.BOX_PAD + 3  # 150 characters of text
+    assert bookstyle.keep_boxes_whole(document) == 2
+    # the short box whole, with its heading and the line above it: before the heading
+    raw = chapter[1]
+    need = bookstyle.BOX_PAD + 3 + bookstyle.HEADING_LINES + 1
+    assert isinstance(raw, nodes.raw) and raw.astext().strip() == f"\\bookkeepbox{{{need}}}"
+    # the long box: its first lines (and its heading and line above, before the heading)
+    assert chapter[-2].astext().strip() == (
+        f"\\bookkeepbox{{{bookstyle.BOX_HEAD + bookstyle.HEADING_LINES + 1}}}")
+    # after more prose than a line, the need stands just before the box
+    third = nodes.admonition("", nodes.title("", "Note"), nodes.paragraph("", "word"))
+    nodes.section("", nodes.title("", "T"), nodes.paragraph("", "One."),
+                  nodes.paragraph("", "Two."), third)
+    assert bookstyle.keep_boxes_whole(third.parent) == 1
+    assert third.parent[-2].astext().strip() == (
+        f"\\bookkeepbox{{{bookstyle.BOX_PAD + 1}}}")
+    assert "\\newcommand{\\bookkeepbox}[1]" in _style()
+    # not before the API reference's entries, which docutils counts as admonitions
+    from sphinx import addnodes
+
+    entry = addnodes.desc("", nodes.paragraph("", "read_problem(error)"))
+    assert bookstyle.keep_boxes_whole(nodes.section("", nodes.paragraph("", "A."), entry)) == 0
+
+
+def test_a_long_code_cell_breaks_at_its_last_break_rather_than_part_from_its_output():
+    from docutils import nodes
+
+    code = "\n".join(f"x{k} = {k}" for k in range(29))
+    out = "\n".join(f"line {k}" for k in range(14))
+    cell = nodes.container("", nodes.container("", nodes.literal_block(code, code),
+                                               classes=["cell_input"]),
+                           nodes.container("", nodes.literal_block(out, out),
+                                           classes=["cell_output"]), classes=["cell"])
+    short = nodes.container("", nodes.container("", nodes.literal_block("a = 1", "a = 1"),
+                                                classes=["cell_input"]),
+                            nodes.container("", nodes.literal_block("1", "1"),
+                                            classes=["cell_output"]), classes=["cell"])
+    document = nodes.document(None, None)
+    document += nodes.section("", nodes.title("", "T"), cell, short)
+    transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
+    transform.document = document  # (run reads only the document)
+    transform.run()
+    raws = [n.astext() for n in document.findall(nodes.raw)]
+    assert "\\bookcodetail{29}{" in raws[0] and raws[0].rstrip().endswith("{25}")
+    assert raws[0].index("\\bookcodebox") < raws[0].index("\\bookcodetail")
+    assert not any("\\bookcodetail" in r for r in raws[1:])  # the output, and a short cell
+    # a cell that fits with its output, but not with the sentence that introduces it: the
+    # code starts under the sentence and may break
+    code = "\n".join(f"y{k} = {k}" for k in range(12))
+    out = "\n".join(f"row {k}" for k in range(8))
+    cell = nodes.container("", nodes.container("", nodes.literal_block(code, code),
+                                               classes=["cell_input"]),
+                           nodes.container("", nodes.literal_block(out, out),
+                                           classes=["cell_output"]), classes=["cell"])
+    lead = nodes.paragraph("", "word " * 200 + "as follows:")
+    document = nodes.document(None, None)
+    document += nodes.section("", nodes.title("", "T"), nodes.paragraph("", "A."), lead, cell)
+    transform.document = document
+    transform.run()
+    raws = [n.astext() for n in document.findall(nodes.raw)]
+    assert raws[0].strip() == "\\bookkeepwithbox{14}{4}"
+    assert "\\bookcodebox{000011111000}{4}" in raws[1] and "\\bookcodetail{12}{20}{8}" in raws[1]
+    style = _style()
+    assert "\\newcommand{\\bookcodetail}[3]" in style
+    assert "\\global\\pagegoal\\dimexpr\\pagetotal+#3\\bookcoderow" in style

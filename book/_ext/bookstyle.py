@@ -25,6 +25,13 @@
   entry may name the words it anchors on, when the prose says it otherwise:
   "byte-pair encoding; tie-breaking <tie between>". A term not found, at the start of the
   next paragraph (the build says so).
+- Print's own links between exercises and solutions: "(solution, p. 205)", "Back to the
+  exercise, p. 17" (``\\pageref`` on the link's target).
+- What must stay together on a page: a sentence that ends with a colon and the code box it
+  introduces (and a heading right above it); a framed box of text (a solution) whole, or its
+  first lines; a long code cell's last lines and its output; a long table's first and last
+  three rows. In table cells, a parenthesised range ("(96.6-98.2)"), a number and its unit
+  ("25 %"), a heading's short unit ("CPU s") and "i=1" never wrap; empty cells are one line.
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -46,6 +53,7 @@ from sphinx import addnodes
 from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
+from sphinx.writers.latex import LaTeXTranslator
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -413,21 +421,90 @@ class PrintedCodeBoxes(SphinxPostTransform):
                 continue
             columns = output_columns(block.astext()) if _is_output(block) else CODE_COLUMNS
             breaks, rows = code_box_need(block.astext(), columns)
+            tail = ""
+            lead = None if _is_output(block) else _lead_in(_box_of(block))
+            lines = 0 if lead is None else _prose_lines(lead.astext()) + (
+                HEADING_LINES if _under_heading(lead) else 0)
             output = _cell_output_block(block)
             if output is not None:
                 # The code and the first rows of its output on one page, unless that is more
-                # than half a page: then the code breaks where it may.
+                # than half a page: then the code breaks where it may. So too where the
+                # sentence that introduces the code would not fit with them: the code starts
+                # under it and breaks where it may (a page ended with that sentence, and a
+                # third of it empty, chapter 1).
                 whole = sum(_rows(line) for line in block.astext().rstrip("\n").split("\n"))
                 with_output = whole + code_box_need(
                     output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
-                if with_output <= KEEP_TOGETHER:
+                if with_output <= KEEP_TOGETHER and (
+                        lines + with_output <= KEEP_TOGETHER or "1" not in breaks):
                     rows = with_output
+                elif "1" in breaks:
+                    # (where the code fits on the page but its output does not, the page
+                    # ends at the code's last break, so that the output does not start a page)
+                    lines_ = block.astext().rstrip("\n").split("\n")
+                    before = sum(_rows(line) for line in lines_[:breaks.rfind("1")])
+                    tail = f"\n\\bookcodetail{{{whole}}}{{{with_output}}}{{{before}}}"
             target = block.parent if _is_captioned(block) else block
-            latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}\n"
+            latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}{tail}\n"
             if columns != CODE_COLUMNS:
                 latex = f"\n\\bookcodecolumns{{{columns}}}{latex}"
             raw = nodes.raw("", latex, format="latex")
             target.parent.insert(target.parent.index(target), raw)
+            if lead is not None and lines + rows <= KEEP_TOGETHER:
+                # The sentence that introduces the box ("...:") starts on the page where
+                # the box's first rows fit, not alone at the foot of the page before; so
+                # does the heading right above it.
+                at = lead.parent if _under_heading(lead) else lead
+                at.parent.insert(at.parent.index(at), nodes.raw(
+                    "", f"\n\\bookkeepwithbox{{{lines}}}{{{rows}}}\n", format="latex"))
+
+
+# Characters of the text face on a line of prose (the text block), to count a paragraph's lines.
+PROSE_CHARS = 75
+# Nodes between a paragraph and the box it introduces that print nothing.
+_SILENT = (nodes.target, addnodes.index, nodes.raw, nodes.comment)
+
+
+def _prose_lines(text: str, chars: int = PROSE_CHARS) -> int:
+    return max(1, math.ceil(len(" ".join(text.split())) / chars))
+
+
+def _box_of(block):
+    """What a code box is in its section: its notebook cell (code and outputs), its captioned
+    container, or the box itself."""
+    box = block
+    while isinstance(box.parent, nodes.container) and not isinstance(box.parent, nodes.section):
+        box = box.parent
+        if "cell" in box["classes"]:
+            break
+    return box
+
+
+def _under_heading(paragraph) -> bool:
+    """Whether ``paragraph`` is the first text of a section (under its heading), in a section
+    that has a parent to hold what goes before the heading."""
+    section = paragraph.parent
+    if not isinstance(section, nodes.section) or section.parent is None:
+        return False
+    before = [n for n in section[:section.index(paragraph)] if not isinstance(n, _SILENT)]
+    return len(before) == 1 and isinstance(before[0], nodes.title)
+
+
+def _lead_in(box):
+    """The paragraph just before ``box`` if it ends with a colon (it introduces the box);
+    else None."""
+    if box.parent is None:
+        return None
+    siblings = box.parent.children
+    at = siblings.index(box) - 1
+    while at >= 0 and isinstance(siblings[at], _SILENT):
+        at -= 1
+    if at < 0 or not isinstance(siblings[at], nodes.paragraph):
+        return None
+    paragraph = siblings[at]
+    if not paragraph.astext().rstrip().endswith(":"):
+        return None
+    return paragraph
 
 
 def _is_output(block) -> bool:
@@ -515,6 +592,7 @@ class RightAlignedColumns(SphinxPostTransform):
         \\small, \\footnotesize) or, where the widths a table gives cannot hold its cells
         that must not wrap, a smaller one; the size."""
         rows = list(tgroup.findall(nodes.row))
+        _drop_empty_paragraphs(rows)
         if not rows or any(len(row) != tgroup["cols"] for row in rows):
             return level  # merged cells: leave the table to Sphinx
         if any(not all(isinstance(c, nodes.paragraph) for c in entry) for row in rows
@@ -525,6 +603,7 @@ class RightAlignedColumns(SphinxPostTransform):
                  for k in range(tgroup["cols"])]
         if len(rows) > LONG_TABLE:
             table["classes"].append("longtable")  # breaks across pages
+            _keep_rows_together(body)
         if "colwidths-given" in table["classes"]:
             given = [c["colwidth"] for c in tgroup.findall(nodes.colspec)]
             while (level < len(LINE_CHARS) - 1
@@ -537,12 +616,38 @@ class RightAlignedColumns(SphinxPostTransform):
             # (a table of fewer than a line's characters is narrower than the line)
             total = max(sum(widths), LINE_CHARS[level])
         _keep_numbers_whole(body)  # (after the widths, which count the cells' characters)
+        _keep_spans_whole(rows, head=[row for row in rows if row not in body])
         if "colwidths-given" in table["classes"] and not any(right) and widths == given:
             return level  # the widths the table gives, as Sphinx sets them
         spec = "".join(f"\\{'Xr' if r else 'X'}{{{w}}}{{{total}}}"
                        for r, w in zip(right, widths))
         table.parent.insert(table.parent.index(table), addnodes.tabular_col_spec(spec=spec))
         return level
+
+
+# A table that breaks across pages leaves at least this many rows on either side of a break.
+KEEP_ROWS = 3
+
+
+def _keep_rows_together(body) -> None:
+    """Mark the rows after which a long table may not break (the first and the last
+    ``KEEP_ROWS`` rows stay together): ``BookLaTeXTranslator`` ends them with ``\\\\*``.
+    Chapter 8's report cards left two rows alone on the next page."""
+    if len(body) < 2 * KEEP_ROWS:
+        return
+    for row in body[:KEEP_ROWS - 1] + body[-KEEP_ROWS:-1]:
+        row["book_nobreak"] = True
+
+
+def _drop_empty_paragraphs(rows) -> None:
+    """An empty cell without its empty paragraph: Sphinx wrote "\\sphinxAtStartPar" and a blank
+    line for it, and the strut that ends a cell then opened a second, empty line (the rows of
+    chapter 8's report cards whose last cell is empty were twice as high as the others)."""
+    for row in rows:
+        for entry in row:
+            if entry.children and all(isinstance(c, nodes.paragraph) and not c.astext().strip()
+                                      for c in entry):
+                entry[:] = []
 
 
 # Characters of the text face on a line of a table: in the body size, \small, \footnotesize.
@@ -567,8 +672,10 @@ _OPERATORS = ("=", "+", "\u00d7", "\u2248", "<", ">", "\u2264", "\u2265", "->", 
 
 def _formula(cell: str) -> bool:
     """Whether a cell is a short formula, which should not wrap: an equation or a sum of a
-    few symbols ("top-p = 0.9", "(97, 97) = a + a"), not a sentence that holds one."""
-    return len(cell) <= SHORT_FORMULA and any(w in _OPERATORS for w in cell.split())
+    few symbols ("top-p = 0.9", "(97, 97) = a + a", "sin, i=1"), not a sentence that holds
+    one."""
+    return len(cell) <= SHORT_FORMULA and (any(w in _OPERATORS for w in cell.split())
+                                           or re.search(r"\w=\w", cell) is not None)
 
 
 def _unbreakable(cell: str) -> bool:
@@ -597,9 +704,9 @@ def _content_widths(rows, body, line: int) -> list[int]:
     for k in range(len(rows[0])):
         cells = [row[k].astext() for row in body]
         longest = max(_text_len(row[k]) for row in body)
-        # (a heading breaks at its spaces and after a hyphen: "lowest-highest")
+        # (a heading breaks at its spaces only, not after a hyphen: "speed-/up" in print)
         heading = math.ceil(HEADING_FACE * max(
-            (len(w) for row in head for w in re.split(r"[\s-]+", row[k].astext())),
+            (len(w) for row in head for w in _heading_words(row[k].astext())),
             default=0))
         least.append(max(heading, *(_text_len(row[k]) if _unbreakable(c) else max(
             (len(w) for w in c.split()), default=1) for row, c in zip(body, cells)))
@@ -679,10 +786,179 @@ def _keep_numbers_whole(body) -> None:
                 paragraph.append(nodes.raw("", "}", format="latex"))
 
 
+# In any cell: a short parenthesised group ("(96.6-98.2)", "(T, T)") or an equation without
+# spaces ("i=1") is set in a box, which does not break; a number keeps its unit ("25 %").
+_WHOLE_SPAN = re.compile(r"\([^()\s][^()]{0,14}\)|[^\s()=]+=[^\s()=]+")
+_NUMBER_UNIT = re.compile(r"(?<=\d) (?=(?:%|[KMGT]i?B|ms|s|x|\u00d7)(?!\w))")
+# A heading's last word of this many characters at most stays with the word before ("CPU s").
+SHORT_UNIT = 2
+
+
+def _heading_words(text: str) -> list[str]:
+    """The words of a heading as printed: a short last word stays with the one before."""
+    words = text.split()
+    if len(words) >= 2 and len(words[-1]) <= SHORT_UNIT and (
+            words[-1].isalpha() or words[-1] == "%"):
+        words[-2:] = [" ".join(words[-2:])]
+    return words
+
+
+def _keep_spans_whole(rows, head=()) -> None:
+    """In each cell of ``rows`` that ``_keep_numbers_whole`` has not already kept whole:
+    ``_WHOLE_SPAN`` in a box, a number and its unit and a heading's short last word
+    ("CPU s") joined by a non-breaking space."""
+    for row in rows:
+        for entry in row:
+            cell = entry.astext()
+            if row not in head and (_atomic(cell) or _formula(cell)):
+                continue  # (kept whole by _keep_numbers_whole)
+            texts = [t for t in entry.findall(nodes.Text)
+                     if not isinstance(t.parent, (nodes.raw, nodes.literal))]
+            if row in head and texts:
+                last = texts[-1]
+                words = str(last).rstrip().rsplit(" ", 1)
+                if len(words) == 2 and len(_heading_words(str(last))[-1].split()) == 2:
+                    new = nodes.Text(words[0] + "\u00a0" + words[1])
+                    last.parent.replace(last, new)
+                    texts[-1] = new
+            for text in texts:
+                _box_spans(text)
+
+
+def _box_spans(text: nodes.Text) -> None:
+    value = _NUMBER_UNIT.sub("\u00a0", str(text))
+    pieces: list[nodes.Node] = []
+    at = 0
+    for m in _WHOLE_SPAN.finditer(value):
+        if m.start() > at:
+            pieces.append(nodes.Text(value[at:m.start()]))
+        pieces += [nodes.raw("", "\\mbox{", format="latex"), nodes.Text(m[0]),
+                   nodes.raw("", "}", format="latex")]
+        at = m.end()
+    if at < len(value):
+        pieces.append(nodes.Text(value[at:]))
+    if [str(p) for p in pieces] != [str(text)]:
+        parent = text.parent
+        i = parent.index(text)
+        parent[i:i + 1] = pieces
+
+
 def _text_len(entry) -> int:
     """A cell's length in characters of the text face: code (monospace) counts wider."""
     code = sum(len(n.astext()) for n in entry.findall(nodes.literal))
     return len(_plain(entry)) + math.ceil(CODE_FACE * code)
+
+
+# A framed box of text (an admonition: a solution, a discussion) of at most this many lines
+# starts on a page where it fits whole; a longer one where its title and first lines fit.
+WHOLE_BOX = 14
+BOX_HEAD = 6
+# Characters of a line of text inside a framed box (narrower than the text block).
+BOX_CHARS = 68
+# Lines of a framed box besides its text (its title bar and padding), and lines of a section
+# heading with the space around it (Exercise 3.5's box, estimated two lines short, split 5/2).
+BOX_PAD = 3
+HEADING_LINES = 5
+
+
+def box_lines(box) -> int:
+    """The printed lines of a framed text box: its paragraphs' lines, code boxes' rows, and
+    ``BOX_PAD`` for its title and padding."""
+    lines = BOX_PAD
+    for node in box.findall(include_self=False):
+        if isinstance(node, nodes.paragraph) and not isinstance(node.parent, nodes.list_item):
+            lines += _prose_lines(node.astext(), BOX_CHARS)
+        elif isinstance(node, nodes.list_item):
+            lines += _prose_lines(node.astext(), BOX_CHARS - 4)
+        elif isinstance(node, nodes.literal_block):
+            lines += sum(_rows(line) for line in node.astext().split("\n"))
+    return lines
+
+
+def keep_boxes_whole(document) -> int:
+    """Before each admonition, ``\\bookkeepbox{lines}``: a new page unless the box (up to
+    ``WHOLE_BOX`` lines) or its first lines fit on this one. Where a heading and a line of
+    text ("Back to the exercise") come just before the box, the need counts them and stands
+    before the heading, which would otherwise be left at the foot of the page. The number of
+    boxes."""
+    count = 0
+    for box in list(document.findall(nodes.Admonition)):
+        if isinstance(box, addnodes.desc):
+            continue  # (the API reference's entries are admonitions to docutils)
+        if box.parent is None or any(isinstance(a, (nodes.table, nodes.Admonition))
+                                     for a in _ancestors(box)):
+            continue
+        lines = box_lines(box)
+        need = lines if lines <= WHOLE_BOX else BOX_HEAD
+        target = box
+        siblings = box.parent.children
+        before = [n for n in siblings[:siblings.index(box)] if not isinstance(n, _SILENT)]
+        if (isinstance(box.parent, nodes.section) and 1 <= len(before) <= 2
+                and isinstance(before[0], nodes.title)
+                and all(isinstance(n, nodes.paragraph) for n in before[1:])
+                and box.parent.parent is not None):
+            need += HEADING_LINES + sum(_prose_lines(n.astext()) for n in before[1:])
+            target = box.parent
+        target.parent.insert(target.parent.index(target), nodes.raw(
+            "", f"\n\\bookkeepbox{{{need}}}\n", format="latex"))
+        count += 1
+    return count
+
+
+class FramedTextBoxes(SphinxPostTransform):
+    """Framed boxes of text split only where enough of them is on each page
+    (``keep_boxes_whole``)."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        keep_boxes_whole(self.document)
+
+
+# Links that a reader of paper follows by page number: each exercise's link to its solution
+# and each solution's link back ("(solution, p. 205)", "Back to the exercise, p. 17").
+PAGE_REFERENCES = ("solution", "back to the exercise")
+
+
+def page_references(document) -> int:
+    """After each internal link whose text is one of ``PAGE_REFERENCES``, ", p. N" in the
+    LaTeX (``\\pageref`` on the link's target); the number of links given a page."""
+    count = 0
+    for ref in list(document.findall(nodes.reference)):
+        uri = ref.get("refuri", "")
+        if not uri.startswith("%") or " ".join(ref.astext().lower().split()) not in (
+                PAGE_REFERENCES):
+            continue
+        label = uri[1:].replace("#", ":", 1) if "#" in uri else uri[1:] + "::doc"
+        ref.parent.insert(ref.parent.index(ref) + 1, nodes.raw(
+            "", f", p.~\\pageref{{\\detokenize{{{label}}}}}", format="latex"))
+        count += 1
+    return count
+
+
+class PageReferences(SphinxPostTransform):
+    """Page numbers after the links between exercises and solutions (``page_references``)."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        page_references(self.document)
+
+
+class BookLaTeXTranslator(LaTeXTranslator):
+    """Sphinx's LaTeX, with the rows that ``_keep_rows_together`` marks ended by ``\\\\*``
+    (no page break after them) rather than ``\\\\``."""
+
+    def depart_row(self, node) -> None:
+        super().depart_row(node)
+        if node.get("book_nobreak"):
+            end = "\\\\" + "\n"
+            for k in range(len(self.body) - 1, -1, -1):
+                if self.body[k] == end:
+                    self.body[k] = "\\\\*" + "\n"
+                    break
 
 
 def setup(app):
@@ -697,4 +973,7 @@ def setup(app):
     app.add_post_transform(PrintedCodeBoxes)
     app.add_post_transform(RightAlignedColumns)
     app.add_post_transform(RaggedAPI)
+    app.add_post_transform(PageReferences)
+    app.add_post_transform(FramedTextBoxes)
+    app.set_translator("latex", BookLaTeXTranslator)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,7 +1,9 @@
 """Checkpoints: a trained model in a folder, safe to write, safe to read. Explained in the
 chapter "Training on a CPU".
 
-A checkpoint is a folder::
+A checkpoint is a folder:
+
+.. code-block:: text
 
     config.json              what the model is and where training stood (readable JSON)
     model.safetensors        the weights
