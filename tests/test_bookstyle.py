@@ -412,19 +412,22 @@ def test_a_framed_text_box_starts_where_it_or_its_first_lines_fit():
     assert bookstyle.keep_boxes_whole(nodes.section("", nodes.paragraph("", "A."), entry)) == 0
 
 
+def _cell(code: str, out: str):
+    """A notebook cell as myst-nb writes it: its code, then its output."""
+    from docutils import nodes
+
+    return nodes.container("", nodes.container("", nodes.literal_block(code, code),
+                                               classes=["cell_input"]),
+                           nodes.container("", nodes.literal_block(out, out),
+                                           classes=["cell_output"]), classes=["cell"])
+
+
 def test_a_long_code_cell_breaks_at_its_last_break_rather_than_part_from_its_output():
     from docutils import nodes
 
     code = "\n".join(f"x{k} = {k}" for k in range(29))
     out = "\n".join(f"line {k}" for k in range(14))
-    cell = nodes.container("", nodes.container("", nodes.literal_block(code, code),
-                                               classes=["cell_input"]),
-                           nodes.container("", nodes.literal_block(out, out),
-                                           classes=["cell_output"]), classes=["cell"])
-    short = nodes.container("", nodes.container("", nodes.literal_block("a = 1", "a = 1"),
-                                                classes=["cell_input"]),
-                            nodes.container("", nodes.literal_block("1", "1"),
-                                            classes=["cell_output"]), classes=["cell"])
+    cell, short = _cell(code, out), _cell("a = 1", "1")
     document = nodes.document(None, None)
     document += nodes.section("", nodes.title("", "T"), cell, short)
     transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
@@ -438,10 +441,7 @@ def test_a_long_code_cell_breaks_at_its_last_break_rather_than_part_from_its_out
     # code starts under the sentence and may break
     code = "\n".join(f"y{k} = {k}" for k in range(12))
     out = "\n".join(f"row {k}" for k in range(8))
-    cell = nodes.container("", nodes.container("", nodes.literal_block(code, code),
-                                               classes=["cell_input"]),
-                           nodes.container("", nodes.literal_block(out, out),
-                                           classes=["cell_output"]), classes=["cell"])
+    cell = _cell(code, out)
     lead = nodes.paragraph("", "word " * 200 + "as follows:")
     document = nodes.document(None, None)
     document += nodes.section("", nodes.title("", "T"), nodes.paragraph("", "A."), lead, cell)
