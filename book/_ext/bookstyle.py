@@ -419,10 +419,11 @@ class PrintedCodeBoxes(SphinxPostTransform):
         for block in list(self.document.findall(nodes.literal_block)):
             if any(isinstance(a, (nodes.table, nodes.footnote)) for a in _ancestors(block)):
                 continue
-            columns = output_columns(block.astext()) if _is_output(block) else CODE_COLUMNS
-            breaks, rows = code_box_need(block.astext(), columns)
+            text, is_output = block.astext(), _is_output(block)
+            columns = output_columns(text) if is_output else CODE_COLUMNS
+            breaks, rows = code_box_need(text, columns)
             tail = ""
-            lead = None if _is_output(block) else _lead_in(_box_of(block))
+            lead = None if is_output else _lead_in(_box_of(block))
             lines = 0 if lead is None else _prose_lines(lead.astext()) + (
                 HEADING_LINES if _under_heading(lead) else 0)
             output = _cell_output_block(block)
@@ -432,7 +433,8 @@ class PrintedCodeBoxes(SphinxPostTransform):
                 # sentence that introduces the code would not fit with them: the code starts
                 # under it and breaks where it may (a page ended with that sentence, and a
                 # third of it empty, chapter 1).
-                whole = sum(_rows(line) for line in block.astext().rstrip("\n").split("\n"))
+                code_rows = [_rows(line) for line in text.rstrip("\n").split("\n")]
+                whole = sum(code_rows)
                 with_output = whole + code_box_need(
                     output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
                 if with_output <= KEEP_TOGETHER and (
@@ -441,8 +443,7 @@ class PrintedCodeBoxes(SphinxPostTransform):
                 elif "1" in breaks:
                     # (where the code fits on the page but its output does not, the page
                     # ends at the code's last break, so that the output does not start a page)
-                    lines_ = block.astext().rstrip("\n").split("\n")
-                    before = sum(_rows(line) for line in lines_[:breaks.rfind("1")])
+                    before = sum(code_rows[:breaks.rfind("1")])
                     tail = f"\n\\bookcodetail{{{whole}}}{{{with_output}}}{{{before}}}"
             target = block.parent if _is_captioned(block) else block
             latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}{tail}\n"
