@@ -3,6 +3,7 @@ code box may break, code as printed, and the words an index entry names."""
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -453,3 +454,68 @@ def test_a_long_code_cell_breaks_at_its_last_break_rather_than_part_from_its_out
     style = _style()
     assert "\\newcommand{\\bookcodetail}[3]" in style
     assert "\\global\\pagegoal\\dimexpr\\pagetotal+#3\\bookcoderow" in style
+
+
+def test_a_sentence_ending_in_a_colon_keeps_with_its_table():
+    from docutils import nodes
+
+    def table(n_rows: int, caption: str):
+        rows = [nodes.row("", nodes.entry("", nodes.paragraph("", str(k))))
+                for k in range(n_rows)]
+        group = nodes.tgroup("", nodes.colspec(), nodes.thead("", rows[0]),
+                             nodes.tbody("", *rows[1:]), cols=1)
+        return nodes.table("", nodes.title("", caption), group)
+
+    short, long = table(8, "The longest tokens."), table(40, "word " * 20)
+    # 8 rows, a line of caption and the rules, at 1.25 rows of code a row
+    assert bookstyle.table_rows(short) == math.ceil(bookstyle.TABLE_ROW * 10)
+    # a long table breaks across pages: its heading and first rows, and two lines of caption
+    assert bookstyle.table_rows(long) == math.ceil(
+        bookstyle.TABLE_ROW * (1 + bookstyle.KEEP_ROWS + 2 + 1))
+    intro = nodes.paragraph("", "The longest tokens, in capitals when they label a speaker:")
+    output = nodes.container("", short, classes=["cell_output"])
+    section = nodes.section("", nodes.title("", "T"), nodes.paragraph("", "A."), intro,
+                            nodes.container("", output, classes=["cell"]),
+                            nodes.paragraph("", "Then a table after a full stop."), long)
+    document = nodes.document(None, None)
+    document += section
+    transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
+    transform.document = document
+    transform.run()
+    raws = [n.astext().strip() for n in document.findall(nodes.raw)]
+    assert raws == [f"\\bookkeepwithbox{{1}}{{{bookstyle.table_rows(short)}}}"]
+    assert section[section.index(intro) - 1].astext().strip() == raws[0]
+
+
+def test_a_framed_box_that_ends_in_a_colon_keeps_with_the_code_after_it():
+    from docutils import nodes
+
+    def solution(words: int):
+        return nodes.admonition("", nodes.title("", "Solution"),
+                                nodes.paragraph("", "word " * words + "the check:"))
+
+    short, long, longer = solution(60), solution(250), solution(2000)
+    cells = [_cell("x = 1\ny = 2", "3") for _ in range(3)]
+    section = nodes.section("", nodes.title("", "Solutions"), nodes.paragraph("", "A."),
+                            nodes.paragraph("", "B."), short, cells[0], long, cells[1],
+                            longer, nodes.target(), cells[2])
+    rows = 2 + 1 + bookstyle.OUTPUT_GAP  # the code, its output and the space between
+    assert bookstyle._rows_introduced(short) == rows == bookstyle._rows_introduced(long)
+    assert bookstyle._lead_in(cells[0]) is short and bookstyle._lead_in(cells[2]) is longer
+    assert bookstyle.keep_boxes_whole(section) == 3
+    raws = [n.astext().strip() for n in section.findall(nodes.raw)]
+    lines = [bookstyle.box_lines(box) for box in (short, long, longer)]
+    assert lines[0] <= bookstyle.WHOLE_BOX < lines[1] < 23 < lines[2]
+    # a short box, and a long one that fits with the code's first rows on half a page, whole
+    assert raws[:2] == [f"\\bookkeepwithbox{{{n}}}{{{rows}}}" for n in lines[:2]]
+    # a box longer than that: its first lines, as any long box
+    assert raws[2] == f"\\bookkeepbox{{{bookstyle.BOX_HEAD}}}"
+    # a box that ends with a full stop, or with no code after it: as before
+    plain = nodes.admonition("", nodes.title("", "Note"), nodes.paragraph("", "Done."))
+    nodes.section("", nodes.title("", "T"), nodes.paragraph("", "One."),
+                  nodes.paragraph("", "Two."), plain, _cell("z = 1", "1"))
+    assert bookstyle._rows_introduced(plain) is None
+    last = solution(10)
+    nodes.section("", nodes.title("", "T"), nodes.paragraph("", "One."),
+                  nodes.paragraph("", "Two."), last)
+    assert bookstyle._rows_introduced(last) is None

@@ -419,45 +419,91 @@ class PrintedCodeBoxes(SphinxPostTransform):
         for block in list(self.document.findall(nodes.literal_block)):
             if any(isinstance(a, (nodes.table, nodes.footnote)) for a in _ancestors(block)):
                 continue
-            text, is_output = block.astext(), _is_output(block)
-            columns = output_columns(text) if is_output else CODE_COLUMNS
-            breaks, rows = code_box_need(text, columns)
-            tail = ""
-            lead = None if is_output else _lead_in(_box_of(block))
-            lines = 0 if lead is None else _prose_lines(lead.astext()) + (
-                HEADING_LINES if _under_heading(lead) else 0)
-            output = _cell_output_block(block)
-            if output is not None:
-                # The code and the first rows of its output on one page, unless that is more
-                # than half a page: then the code breaks where it may. So too where the
-                # sentence that introduces the code would not fit with them: the code starts
-                # under it and breaks where it may (a page ended with that sentence, and a
-                # third of it empty, chapter 1).
-                code_rows = [_rows(line) for line in text.rstrip("\n").split("\n")]
-                whole = sum(code_rows)
-                with_output = whole + code_box_need(
-                    output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
-                if with_output <= KEEP_TOGETHER and (
-                        lines + with_output <= KEEP_TOGETHER or "1" not in breaks):
-                    rows = with_output
-                elif "1" in breaks:
-                    # (where the code fits on the page but its output does not, the page
-                    # ends at the code's last break, so that the output does not start a page)
-                    before = sum(code_rows[:breaks.rfind("1")])
-                    tail = f"\n\\bookcodetail{{{whole}}}{{{with_output}}}{{{before}}}"
+            columns, breaks, rows, tail = code_box_rows(block)
             target = block.parent if _is_captioned(block) else block
             latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}{tail}\n"
             if columns != CODE_COLUMNS:
                 latex = f"\n\\bookcodecolumns{{{columns}}}{latex}"
-            raw = nodes.raw("", latex, format="latex")
-            target.parent.insert(target.parent.index(target), raw)
-            if lead is not None and lines + rows <= KEEP_TOGETHER:
-                # The sentence that introduces the box ("...:") starts on the page where
-                # the box's first rows fit, not alone at the foot of the page before; so
-                # does the heading right above it.
-                at = lead.parent if _under_heading(lead) else lead
-                at.parent.insert(at.parent.index(at), nodes.raw(
-                    "", f"\n\\bookkeepwithbox{{{lines}}}{{{rows}}}\n", format="latex"))
+            target.parent.insert(target.parent.index(target),
+                                 nodes.raw("", latex, format="latex"))
+            if not _is_output(block):
+                _keep_lead_with(_lead_in(_box_of(block)), rows)
+        for table in list(self.document.findall(nodes.table)):
+            _keep_lead_with(_lead_in(_box_of(table)), table_rows(table))
+
+
+def code_box_rows(block) -> tuple[int, str, int, str]:
+    """(columns, breaks, rows, tail) of a code box: the characters a row holds, where it may
+    break and the rows that must fit where it starts (``code_box_need``), and for a code
+    cell with an output, the rows of both and the LaTeX that keeps them together
+    (``_with_output``)."""
+    text, is_output = block.astext(), _is_output(block)
+    columns = output_columns(text) if is_output else CODE_COLUMNS
+    breaks, rows = code_box_need(text, columns)
+    output = _cell_output_block(block)
+    if output is None:
+        return columns, breaks, rows, ""
+    lead = _lead_in(_box_of(block))
+    return (columns, breaks, *_with_output(text, breaks, rows, output, _lead_lines(lead)))
+
+
+def _with_output(text: str, breaks: str, rows: int, output, lines: int) -> tuple[int, str]:
+    """(rows, tail) of a code box whose cell has ``output``: the code and the first rows of
+    its output on one page, unless that is more than half a page (``KEEP_TOGETHER``): then
+    the code breaks where it may. So too where the sentence that introduces the code
+    (``lines``) would not fit with them: the code starts under it and breaks where it may (a
+    page ended with that sentence, and a third of it empty, chapter 1). Where the code fits on
+    the page but its output does not, the tail (``\\bookcodetail``) ends the page at the
+    code's last break, so that the output does not start a page alone."""
+    code_rows = [_rows(line) for line in text.rstrip("\n").split("\n")]
+    whole = sum(code_rows)
+    with_output = whole + code_box_need(
+        output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
+    if with_output <= KEEP_TOGETHER and (
+            lines + with_output <= KEEP_TOGETHER or "1" not in breaks):
+        return with_output, ""
+    if "1" in breaks:
+        before = sum(code_rows[:breaks.rfind("1")])
+        return rows, f"\n\\bookcodetail{{{whole}}}{{{with_output}}}{{{before}}}"
+    return rows, ""
+
+
+# A row of a table, in rows of code (12.5 pt against 10.4 pt, measured in the PDF).
+TABLE_ROW = 1.25
+
+
+def table_rows(table) -> int:
+    """The rows of code that ``table`` takes where it starts: its caption, its rules and its
+    rows; of a long table (which breaks across pages), its heading and first rows."""
+    rows = list(table.findall(nodes.row))
+    if len(rows) > LONG_TABLE:
+        rows = [r for r in rows if not isinstance(r.parent, nodes.tbody)] + [None] * KEEP_ROWS
+    caption = sum(_prose_lines(t.astext()) for t in table.children if isinstance(t, nodes.title))
+    return math.ceil(TABLE_ROW * (len(rows) + caption + 1))
+
+
+def _lead_lines(lead) -> int:
+    """The printed lines of the sentence that introduces a box (and of the heading right
+    above it), or of the framed box that ends with it (``_framed_need``); 0 where there is
+    none."""
+    if lead is None:
+        return 0
+    if isinstance(lead, nodes.Admonition):
+        return _framed_need(lead, box_lines(lead))[0]
+    return _prose_lines(lead.astext()) + (HEADING_LINES if _under_heading(lead) else 0)
+
+
+def _keep_lead_with(lead, rows: int) -> None:
+    """The sentence that introduces a box ("...:") starts on the page where the box's first
+    ``rows`` fit, not alone at the foot of the page before; so does the heading right above
+    it. (Nothing where there is no such sentence, or where the two are more than half a
+    page.)"""
+    lines = _lead_lines(lead)
+    if lead is None or isinstance(lead, nodes.Admonition) or lines + rows > KEEP_TOGETHER:
+        return  # (a framed box keeps with the code after it: keep_boxes_whole)
+    at = lead.parent if _under_heading(lead) else lead
+    at.parent.insert(at.parent.index(at), nodes.raw(
+        "", f"\n\\bookkeepwithbox{{{lines}}}{{{rows}}}\n", format="latex"))
 
 
 # Characters of the text face on a line of prose (the text block), to count a paragraph's lines.
@@ -492,20 +538,24 @@ def _under_heading(paragraph) -> bool:
 
 
 def _lead_in(box):
-    """The paragraph just before ``box`` if it ends with a colon (it introduces the box);
-    else None."""
+    """The paragraph just before ``box`` if it ends with a colon (it introduces the box), or
+    the framed box of text just before it if that box's last paragraph does; else None."""
     if box.parent is None:
         return None
     siblings = box.parent.children
     at = siblings.index(box) - 1
     while at >= 0 and isinstance(siblings[at], _SILENT):
         at -= 1
-    if at < 0 or not isinstance(siblings[at], nodes.paragraph):
+    if at < 0:
         return None
-    paragraph = siblings[at]
-    if not paragraph.astext().rstrip().endswith(":"):
-        return None
-    return paragraph
+    if _is_framed(siblings[at]):  # (a solution's text that ends "...:", then its code)
+        inside = [n for n in siblings[at].children if not isinstance(n, _SILENT)]
+        return siblings[at] if inside and _is_lead(inside[-1]) else None
+    return siblings[at] if _is_lead(siblings[at]) else None
+
+
+def _is_lead(node) -> bool:
+    return isinstance(node, nodes.paragraph) and node.astext().rstrip().endswith(":")
 
 
 def _is_output(block) -> bool:
@@ -860,6 +910,8 @@ BOX_CHARS = 68
 # heading with the space around it (Exercise 3.5's box, estimated two lines short, split 5/2).
 BOX_PAD = 3
 HEADING_LINES = 5
+# Lines of a displayed formula, with the space around it.
+MATH_LINES = 3
 
 
 def box_lines(box) -> int:
@@ -873,6 +925,8 @@ def box_lines(box) -> int:
             lines += _prose_lines(node.astext(), BOX_CHARS - 4)
         elif isinstance(node, nodes.literal_block):
             lines += sum(_rows(line) for line in node.astext().split("\n"))
+        elif isinstance(node, nodes.math_block):
+            lines += MATH_LINES
     return lines
 
 
@@ -880,30 +934,61 @@ def keep_boxes_whole(document) -> int:
     """Before each admonition, ``\\bookkeepbox{lines}``: a new page unless the box (up to
     ``WHOLE_BOX`` lines) or its first lines fit on this one. Where a heading and a line of
     text ("Back to the exercise") come just before the box, the need counts them and stands
-    before the heading, which would otherwise be left at the foot of the page. The number of
-    boxes."""
+    before the heading, which would otherwise be left at the foot of the page. A box that ends
+    with a sentence that introduces the code box after it ("...:") starts where it fits whole
+    with that code's first rows, if the two are at most half a page
+    (``\\bookkeepwithbox``). The number of boxes."""
     count = 0
     for box in list(document.findall(nodes.Admonition)):
-        if isinstance(box, addnodes.desc):
-            continue  # (the API reference's entries are admonitions to docutils)
-        if box.parent is None or any(isinstance(a, (nodes.table, nodes.Admonition))
-                                     for a in _ancestors(box)):
+        if not _is_framed(box):
             continue
         lines = box_lines(box)
-        need = lines if lines <= WHOLE_BOX else BOX_HEAD
-        target = box
-        siblings = box.parent.children
-        before = [n for n in siblings[:siblings.index(box)] if not isinstance(n, _SILENT)]
-        if (isinstance(box.parent, nodes.section) and 1 <= len(before) <= 2
-                and isinstance(before[0], nodes.title)
-                and all(isinstance(n, nodes.paragraph) for n in before[1:])
-                and box.parent.parent is not None):
-            need += HEADING_LINES + sum(_prose_lines(n.astext()) for n in before[1:])
-            target = box.parent
-        target.parent.insert(target.parent.index(target), nodes.raw(
-            "", f"\n\\bookkeepbox{{{need}}}\n", format="latex"))
+        rows = _rows_introduced(box)
+        with_code = rows is not None and lines + rows <= KEEP_TOGETHER
+        need, target = _framed_need(box, lines if lines <= WHOLE_BOX or with_code else BOX_HEAD)
+        latex = f"\n\\bookkeepbox{{{need}}}\n"
+        if with_code and need + rows <= KEEP_TOGETHER:
+            latex = f"\n\\bookkeepwithbox{{{need}}}{{{rows}}}\n"
+        target.parent.insert(target.parent.index(target), nodes.raw("", latex, format="latex"))
         count += 1
     return count
+
+
+def _is_framed(box) -> bool:
+    """Whether ``box`` is a framed box of text of its own: an admonition, not in a table or
+    another admonition, and not an entry of the API reference (an admonition to docutils)."""
+    return (isinstance(box, nodes.Admonition) and not isinstance(box, addnodes.desc)
+            and box.parent is not None
+            and not any(isinstance(a, (nodes.table, nodes.Admonition)) for a in _ancestors(box)))
+
+
+def _framed_need(box, lines: int) -> tuple[int, object]:
+    """(lines, target): ``lines`` of ``box`` that must fit, and where the need stands: before
+    the box, or before the heading just above it, counting the heading and a line of text
+    between them."""
+    siblings = box.parent.children
+    before = [n for n in siblings[:siblings.index(box)] if not isinstance(n, _SILENT)]
+    if (isinstance(box.parent, nodes.section) and 1 <= len(before) <= 2
+            and isinstance(before[0], nodes.title)
+            and all(isinstance(n, nodes.paragraph) for n in before[1:])
+            and box.parent.parent is not None):
+        return (lines + HEADING_LINES + sum(_prose_lines(n.astext()) for n in before[1:]),
+                box.parent)
+    return lines, box
+
+
+def _rows_introduced(box) -> int | None:
+    """The rows that must fit where the code box right after ``box`` starts
+    (``code_box_rows``), where ``box``'s last paragraph ends with a colon (it introduces that
+    code); else None."""
+    siblings = box.parent.children
+    after = [n for n in siblings[siblings.index(box) + 1:] if not isinstance(n, _SILENT)]
+    if not after or not isinstance(after[0], (nodes.container, nodes.literal_block)):
+        return None
+    block = next(after[0].findall(nodes.literal_block), None)
+    if block is None or _lead_in(_box_of(block)) is not box:
+        return None
+    return code_box_rows(block)[2]
 
 
 class FramedTextBoxes(SphinxPostTransform):
