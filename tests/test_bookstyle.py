@@ -510,6 +510,14 @@ def test_a_framed_box_that_ends_in_a_colon_keeps_with_the_code_after_it():
     assert raws[:2] == [f"\\bookkeepwithbox{{{n}}}{{{rows}}}" for n in lines[:2]]
     # a box longer than that: its first lines, as any long box
     assert raws[2] == f"\\bookkeepbox{{{bookstyle.BOX_HEAD}}}"
+    # the same rows once PrintedCodeBoxes has put its LaTeX before each code and output box
+    document = nodes.document(None, None)
+    document += section
+    transform = bookstyle.PrintedCodeBoxes.__new__(bookstyle.PrintedCodeBoxes)
+    transform.document = document
+    transform.run()
+    assert isinstance(cells[0][1][0], nodes.raw)
+    assert bookstyle._rows_introduced(short) == rows
     # a box that ends with a full stop, or with no code after it: as before
     plain = nodes.admonition("", nodes.title("", "Note"), nodes.paragraph("", "Done."))
     nodes.section("", nodes.title("", "T"), nodes.paragraph("", "One."),

@@ -67,13 +67,18 @@ BOX_COLUMNS = 94
 # set in the smaller font that holds it (8 pt x 94 / its length, at least 7 pt): wrapped, the
 # rows of a printed table or a list of numbers lose their columns. Longer lines wrap.
 SHRINK_COLUMNS = 108
-# A code cell whose code and output's first rows fit in this many rows of code (about half a
-# page) starts on a page where they all fit. What lies between the code's last row and the
-# output's first, in rows: the code box's bottom and the output box's top (padding, rules and
-# the space between: 17 pt, measured in the PDF), with room to spare for the output box's own
-# check for space; with 2, a one-line output fell on the page after its code (chapter 4).
-KEEP_TOGETHER = 30
+# A code cell whose code and output's first rows fit in this many rows of code (about a third
+# of a page) starts on a page where they all fit; a longer one breaks where it may. (At 30, half
+# a page, 28 pages were a third empty or more: a long box moved whole to the next page.) What
+# lies between the code's last row and the output's first, in rows: the code box's bottom and
+# the output box's top (padding, rules and the space between: 17 pt, measured in the PDF),
+# with room to spare for the output box's own check for space; with 2, a one-line output fell
+# on the page after its code (chapter 4).
+KEEP_TOGETHER = 20
 OUTPUT_GAP = 4
+# A sentence that ends with a colon starts on the page where the box it introduces starts, if
+# the two take at most this many rows (about half a page).
+KEEP_LEAD = 30
 # Tables of more rows than this are set as longtables, which break across pages.
 LONG_TABLE = 20
 # Tables of this many columns are set in \small, of more in \footnotesize.
@@ -449,7 +454,7 @@ def code_box_rows(block) -> tuple[int, str, int, str]:
 
 def _with_output(text: str, breaks: str, rows: int, output, lines: int) -> tuple[int, str]:
     """(rows, tail) of a code box whose cell has ``output``: the code and the first rows of
-    its output on one page, unless that is more than half a page (``KEEP_TOGETHER``): then
+    its output on one page, unless that is more than a third of a page (``KEEP_TOGETHER``): then
     the code breaks where it may. So too where the sentence that introduces the code
     (``lines``) would not fit with them: the code starts under it and breaks where it may (a
     page ended with that sentence, and a third of it empty, chapter 1). Where the code fits on
@@ -460,7 +465,7 @@ def _with_output(text: str, breaks: str, rows: int, output, lines: int) -> tuple
     with_output = whole + code_box_need(
         output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
     if with_output <= KEEP_TOGETHER and (
-            lines + with_output <= KEEP_TOGETHER or "1" not in breaks):
+            lines + with_output <= KEEP_LEAD or "1" not in breaks):
         return with_output, ""
     if "1" in breaks:
         before = sum(code_rows[:breaks.rfind("1")])
@@ -499,7 +504,7 @@ def _keep_lead_with(lead, rows: int) -> None:
     it. (Nothing where there is no such sentence, or where the two are more than half a
     page.)"""
     lines = _lead_lines(lead)
-    if lead is None or isinstance(lead, nodes.Admonition) or lines + rows > KEEP_TOGETHER:
+    if lead is None or isinstance(lead, nodes.Admonition) or lines + rows > KEEP_LEAD:
         return  # (a framed box keeps with the code after it: keep_boxes_whole)
     at = lead.parent if _under_heading(lead) else lead
     at.parent.insert(at.parent.index(at), nodes.raw(
@@ -582,9 +587,9 @@ def _cell_output_block(block):
     cell = box.parent
     after = cell.index(box) + 1
     if after < len(cell) and "cell_output" in cell[after].get("classes", []):
-        output = cell[after]
-        if output.children and isinstance(output[0], nodes.literal_block):
-            return output[0]
+        shown = [n for n in cell[after].children if not isinstance(n, _SILENT)]
+        if shown and isinstance(shown[0], nodes.literal_block):
+            return shown[0]  # (the LaTeX that PrintedCodeBoxes puts before it is silent)
     return None
 
 
@@ -944,10 +949,10 @@ def keep_boxes_whole(document) -> int:
             continue
         lines = box_lines(box)
         rows = _rows_introduced(box)
-        with_code = rows is not None and lines + rows <= KEEP_TOGETHER
+        with_code = rows is not None and lines + rows <= KEEP_LEAD
         need, target = _framed_need(box, lines if lines <= WHOLE_BOX or with_code else BOX_HEAD)
         latex = f"\n\\bookkeepbox{{{need}}}\n"
-        if with_code and need + rows <= KEEP_TOGETHER:
+        if with_code and need + rows <= KEEP_LEAD:
             latex = f"\n\\bookkeepwithbox{{{need}}}{{{rows}}}\n"
         target.parent.insert(target.parent.index(target), nodes.raw("", latex, format="latex"))
         count += 1

@@ -23,7 +23,7 @@ line after every prompt. Three ways to raise the reward, each written out plainl
   fixed data set, so the pairs keep up with what the model now writes.
 * **GRPO**, group relative policy optimization (Shao et al., 2024, DeepSeekMath;
   :func:`grpo_loss`, :func:`train_grpo`): ``G`` samples per prompt, each sample's advantage its
-  reward normalised within its group (:func:`group_advantages`), PPO's clipped objective on the
+  reward normalized within its group (:func:`group_advantages`), PPO's clipped objective on the
   ratio of new to old probabilities, and a penalty on the KL divergence to the reference (the
   per-token k3 estimator :func:`kl_k3`). On-policy: every step samples afresh, and takes a
   few gradient steps on what it sampled.

@@ -1,7 +1,7 @@
-"""Reproducibility: the first cell of every chapter calls :func:`reproducible`.
+"""Reproducibility: every chapter starts by calling :func:`reproducible`.
 
-A notebook is checked by re-running it and comparing every output with the stored one
-(``pytest --nbval``). That only works when a run prints the same thing every time, so each
+A chapter is checked by running it again and comparing every output with the one the book
+prints (``pytest --nbval``). That only works when a run prints the same thing every time, so each
 chapter starts by fixing what would otherwise vary: the random seeds, the number of CPU
 threads (floating-point sums can round differently when split across threads), and how many
 digits tensors and arrays print with. Explained in the Preface.
