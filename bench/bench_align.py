@@ -36,7 +36,7 @@ from buildllm.repro import threads
 THREADS = 2
 BEST_OF = 8
 RESULTS = Path(__file__).parent / "results" / "align.json"
-GENTLER = {  # GRPO with the siblings term on the overlap itself, not its square
+GENTLER = {  # GRPO with the siblings term on the overlap itself, not its cube
     "grpo, siblings on the overlap": {"sibling_power": 1.0}}
 HACKS = {  # GRPO with the terms that stop reward hacking taken away, one after another
     "grpo, no siblings": {"siblings": False},

@@ -213,14 +213,16 @@ def test_distinct_pairs_take_the_reward_of_a_repeated_phrase(line, pairs, distin
     assert settings.reward(line) == pytest.approx(align.line_reward(line, (1, 0, 1), 2.0))
 
 
-def test_sibling_novelty_is_one_less_the_square_of_the_largest_overlap_in_the_group():
+def test_sibling_novelty_is_one_less_the_cube_of_the_largest_overlap_in_the_group():
     lines = ["my gracious lord, I pray you", "my gracious lord, I pray you",  # group 1: twins
              "I know not what to say", "I know not, my lord",  # group 2: (i know) (know not)
              "Hence", "a b c"]  # group 3: no pair in the first line
     novelty = align.sibling_novelty(lines, 2)
     # group 2: pairs {i-know, know-not, not-what, what-to, to-say} and {i-know, know-not,
-    # not-my, my-lord}: 2 shared of 7 distinct, so 1 - (2/7)^2
-    assert novelty.tolist() == pytest.approx([0.0, 0.0, 45 / 49, 45 / 49, 1.0, 1.0])
+    # not-my, my-lord}: 2 shared of 7 distinct, so 1 - (2/7)^3
+    assert novelty.tolist() == pytest.approx([0.0, 0.0, 335 / 343, 335 / 343, 1.0, 1.0])
+    assert align.sibling_novelty(lines, 2, power=2).tolist() == pytest.approx(
+        [0.0, 0.0, 45 / 49, 45 / 49, 1.0, 1.0])
     assert align.sibling_novelty(lines, 2, power=1).tolist() == pytest.approx(
         [0.0, 0.0, 5 / 7, 5 / 7, 1.0, 1.0])
     assert align.sibling_novelty(lines, 1).tolist() == [1.0] * 6  # no siblings

@@ -160,13 +160,13 @@ class Training(Sampling):
     lora_rank: int | None = None
     lora_alpha: float = 16.0
     siblings: bool = True
-    sibling_power: float = 2.0
+    sibling_power: float = 3.0
 
     def __post_init__(self):
         super().__post_init__()
         _require(isinstance(self.siblings, bool), self, "siblings", "True or False")
         _require(_number(self.sibling_power), self, "sibling_power",
-                 "a number > 0 (1: the overlap itself, 2: its square)")
+                 "a number > 0 (1: the overlap itself, 3: its cube)")
         for name, low in (("steps", 1), ("prompts_per_step", 1), ("samples", 2),
                           ("inner_steps", 1), ("lm_windows", 1)):
             _require(_int(getattr(self, name), low), self, name, f"an integer >= {low}")
@@ -350,12 +350,12 @@ def sample_scored(model: torch.nn.Module, tokenizer: Tokenizer, prompts: torch.T
     return batch
 
 
-def sibling_novelty(lines: Sequence[str], group: int, power: float = 2.0) -> torch.Tensor:
+def sibling_novelty(lines: Sequence[str], group: int, power: float = 3.0) -> torch.Tensor:
     """``(B,)``: for each line, 1 less its largest overlap with another line of its group
     (the ``group`` lines in a row sampled after one prompt) raised to ``power``, the overlap
     of two lines being the share of their distinct pairs of neighbouring words that both
     hold. 1 for a line that shares no pair with a sibling, 0 for a line that a sibling
-    repeats; the square (``power`` 2) spares a shared phrase: an overlap of 0.3 costs 9 %,
+    repeats; the cube (``power`` 3) spares a shared phrase: an overlap of 0.3 costs 2.7 %,
     not 30 %. No reward of one line can see a model that writes the same line after every
     prompt; siblings can."""
     if group < 1 or len(lines) % group:
