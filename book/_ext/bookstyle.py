@@ -481,10 +481,11 @@ def table_rows(table) -> int:
     """The rows of code that ``table`` takes where it starts: its caption, its rules and its
     rows; of a long table (which breaks across pages), its heading and first rows."""
     rows = list(table.findall(nodes.row))
-    if len(rows) > LONG_TABLE:
-        rows = [r for r in rows if not isinstance(r.parent, nodes.tbody)] + [None] * KEEP_ROWS
+    count = len(rows)
+    if count > LONG_TABLE:
+        count = sum(not isinstance(r.parent, nodes.tbody) for r in rows) + KEEP_ROWS
     caption = sum(_prose_lines(t.astext()) for t in table.children if isinstance(t, nodes.title))
-    return math.ceil(TABLE_ROW * (len(rows) + caption + 1))
+    return math.ceil(TABLE_ROW * (count + caption + 1))
 
 
 def _lead_lines(lead) -> int:
@@ -503,9 +504,11 @@ def _keep_lead_with(lead, rows: int) -> None:
     ``rows`` fit, not alone at the foot of the page before; so does the heading right above
     it. (Nothing where there is no such sentence, or where the two are more than half a
     page.)"""
-    lines = _lead_lines(lead)
-    if lead is None or isinstance(lead, nodes.Admonition) or lines + rows > KEEP_LEAD:
+    if lead is None or isinstance(lead, nodes.Admonition):
         return  # (a framed box keeps with the code after it: keep_boxes_whole)
+    lines = _lead_lines(lead)
+    if lines + rows > KEEP_LEAD:
+        return
     at = lead.parent if _under_heading(lead) else lead
     at.parent.insert(at.parent.index(at), nodes.raw(
         "", f"\n\\bookkeepwithbox{{{lines}}}{{{rows}}}\n", format="latex"))
