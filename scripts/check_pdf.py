@@ -1,6 +1,9 @@
 """What `make pdf` can check in the printed book by itself (issue 28): no code box split with
 fewer than four lines on either side of the break, no notebook wording ("this notebook",
-"this cell", "this page") in the text, and an index with entries.
+"this cell", "this page") in the text, no page that ends with a colon (what it introduces is
+overleaf), no markup of the sources printed (reST's ``x`` and roles, "<factory>",
+"# noqa"), and an index with entries. (The copyright page says "(with local changes)" of a
+build from a tree with uncommitted changes, as it should; CI builds a clean clone.)
 
 It reads the PDF through poppler's `pdftotext -bbox-layout` (lines with their positions). A
 code box that splits ends with Sphinx's "(continues on next page)" and goes on after
@@ -30,6 +33,9 @@ CONTINUES = "(continues on next page)"
 CONTINUED = "(continued from previous page)"
 WORDING = re.compile(r"\b(this (notebook|cell|page)|the (cell|notebook) (above|below)|"
                      r"(next|previous) cell)\b", re.IGNORECASE)
+
+MARKUP = re.compile(r"``|:(?:py:)?(?:class|func|meth|mod|data|attr|exc):`|<factory>|#\s*noqa\b")
+FOLIO = re.compile(r"^(\d+|[ivxlc]+)$")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,27 @@ def notebook_wording(pages: list[list[Line]]) -> list[str]:
     return found
 
 
+def colon_ends(pages: list[list[Line]]) -> list[str]:
+    """Pages whose last line (above the page number at the foot, if any) ends with a colon:
+    the sentence introduces what the reader finds only after turning the page."""
+    found = []
+    for number, lines in enumerate(pages, start=1):
+        body = [ln for ln in lines if not FOLIO.match(ln.text.strip())]
+        if body and body[-1].text.rstrip().endswith(":"):
+            found.append(f"PDF page {number} ends with a colon: {body[-1].text.strip()[-60:]!r}")
+    return found
+
+
+def printed_markup(pages: list[list[Line]]) -> list[str]:
+    """Markup of the sources that reached the page."""
+    found = []
+    for number, lines in enumerate(pages, start=1):
+        for ln in lines:
+            found += [f"PDF page {number}: {m.group(0)!r} in {ln.text.strip()[:60]!r}"
+                      for m in MARKUP.finditer(ln.text)]
+    return found
+
+
 def index_pages(pages: list[list[Line]], at_least: int = 20) -> list[str]:
     """The index is there: a page headed "Index", with at least ``at_least`` entries that end
     in a page number, from there to the end."""
@@ -118,7 +145,8 @@ def index_pages(pages: list[list[Line]], at_least: int = 20) -> list[str]:
 def main(argv: list[str]) -> int:
     pdf = Path(argv[1] if len(argv) > 1 else "_build/latex/book.pdf")
     pages = read_pages(pdf)
-    problems = stranded_code(pages) + notebook_wording(pages) + index_pages(pages)
+    problems = (stranded_code(pages) + notebook_wording(pages) + colon_ends(pages)
+                + printed_markup(pages) + index_pages(pages))
     for problem in problems:
         print(f"{pdf}: {problem}")
     print(f"{pdf}: {len(pages)} pages checked, {len(problems)} problem(s)")

@@ -439,15 +439,16 @@ def check_later_names(root: Path) -> list[str]:
 # ---- listings fit the printed code box ----------------------------------------------------------
 
 
-def code_columns() -> int:
+def code_columns(name: str = "CODE_COLUMNS") -> int:
     """The characters a line of a printed code box holds: ``CODE_COLUMNS`` of the book's
-    Sphinx extension (book/_ext/bookstyle.py), read from its source, the one place it is set."""
+    Sphinx extension (book/_ext/bookstyle.py), read from its source, the one place it is set;
+    ``BOX_COLUMNS``, what a row holds in fact (an output's limit)."""
     style = Path(__file__).resolve().parents[1] / "book" / "_ext" / "bookstyle.py"
     for node in ast.parse(style.read_text(encoding="utf-8")).body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and getattr(node.targets[0], "id", None) == "CODE_COLUMNS"):
+                and getattr(node.targets[0], "id", None) == name):
             return ast.literal_eval(node.value)
-    raise LookupError(f"{style} sets no CODE_COLUMNS")
+    raise LookupError(f"{style} sets no {name}")
 
 
 def book_pages(root: Path) -> list[Path]:
@@ -492,20 +493,46 @@ def check_code_width(root: Path, columns: int | None = None) -> list[str]:
 
 def _wide_cells(page: Path, columns: int) -> list[str]:
     """Problems: a line of a printed code cell (not tagged remove-input or remove-cell)
-    longer than ``columns``."""
+    longer than ``columns``; a line of its printed text output longer than a row of a box
+    holds (``BOX_COLUMNS``): the PDF would set the whole output in a smaller font, under
+    8 pt, to keep its rows."""
     if page.suffix != ".ipynb":
         return []
     problems = []
+    box = code_columns("BOX_COLUMNS") + columns - code_columns()
     for cell in json.loads(page.read_text(encoding="utf-8")).get("cells", []):
         tags = cell.get("metadata", {}).get("tags", [])
-        if cell.get("cell_type") != "code" or {"remove-input", "remove-cell"} & set(tags):
+        if cell.get("cell_type") != "code" or "remove-cell" in tags:
             continue
-        for line in "".join(cell.get("source", "")).splitlines():
-            if len(line) > columns:
-                problems.append(f"{page.name}, cell {cell.get('id')}: a line of {len(line)} "
-                                f"columns, more than the {columns} of a printed code box: "
+        if "remove-input" not in tags:
+            for line in "".join(cell.get("source", "")).splitlines():
+                if len(line) > columns:
+                    problems.append(f"{page.name}, cell {cell.get('id')}: a line of "
+                                    f"{len(line)} columns, more than the {columns} of a "
+                                    f"printed code box: {line.strip()[:40]!r}...")
+        if "remove-output" in tags:
+            continue
+        for line in _printed_text(cell).splitlines():
+            if len(line) > box:
+                problems.append(f"{page.name}, cell {cell.get('id')}: its output prints a "
+                                f"line of {len(line)} columns, more than the {box} of a row of "
+                                f"a printed box (print it in two lines): "
                                 f"{line.strip()[:40]!r}...")
     return problems
+
+
+def _printed_text(cell: dict) -> str:
+    """The text a code cell's outputs print as text: streams, and plain-text results that
+    have no richer form (a figure, a table, HTML) printed instead."""
+    texts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            texts.append("".join(output.get("text", "")))
+        data = output.get("data", {})
+        if "text/plain" in data and not {"image/png", "text/markdown", "text/html",
+                                         "text/latex", "image/svg+xml"} & set(data):
+            texts.append("".join(data["text/plain"]))
+    return "\n".join(texts)
 
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)

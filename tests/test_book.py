@@ -384,6 +384,26 @@ def test_code_width_check_catches_a_wide_line_of_a_printed_code_cell(tmp_path):
     assert len(problems) == 1 and f"a line of {n + 1} columns" in problems[0], problems
 
 
+def test_code_width_check_catches_a_wide_line_of_a_printed_output(tmp_path):
+    """An output line one column wider than a row of a box is caught (it would be printed
+    under 8 pt); one exactly as wide is not, nor the output of a cell tagged remove-output, nor
+    a figure's text form."""
+    box = code_columns("BOX_COLUMNS")
+    root = _book(tmp_path, ["one"])
+    path = _notebook(root / "book" / "one.ipynb", ["print(1)", "print(2)", "print(3)", "f"])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].outputs[0].text = "a" * box + "\n"
+    nb.cells[2].outputs[0].text = "short\n" + "b" * (box + 1) + "\n"
+    nb.cells[3].outputs[0].text = "c" * (box + 5)
+    nb.cells[3].metadata["tags"] = ["remove-output"]
+    nb.cells[4].outputs = [nbformat.v4.new_output(
+        "display_data", data={"text/plain": "<Figure " + "d" * box + ">", "image/png": ""})]
+    nbformat.write(nb, path)
+    problems = check_code_width(root)
+    assert len(problems) == 1 and f"a line of {box + 1} columns" in problems[0], problems
+    assert "its output" in problems[0]
+
+
 def test_code_width_check_catches_a_planted_long_line(tmp_path):
     """A line one column wider than the box is caught, named by page, object and line; a line
     exactly as wide is not, nor one that ``:dedent:`` or ``:end-before:`` leaves out or narrows,

@@ -35,11 +35,13 @@ def test_code_as_printed():
     code = ('f = lambda x: x  # noqa: E731\n'
             'g = 1  # noqa: F401  (kept for the reader)\n'
             '"""A :class:`~buildllm.model.GPT`, :func:`buildllm.data.get_batch`, '
-            ':meth:`step <buildllm.muon.Muon.step>`."""')
+            ':meth:`step <buildllm.muon.Muon.step>`.\n'
+            '``x`` ``(B, T, C)`` -> ``(B, T, C)``, ``replace=False``."""')
     assert bookstyle.readable_code(code) == (
         'f = lambda x: x\n'
         'g = 1  # (kept for the reader)\n'
-        '"""A GPT, buildllm.data.get_batch, step."""')
+        '"""A GPT, buildllm.data.get_batch, step.\n'
+        'x (B, T, C) -> (B, T, C), replace=False."""')
 
 
 def test_the_words_an_index_entry_names():
@@ -251,6 +253,19 @@ def test_links_between_exercises_and_solutions_give_a_page_in_print():
     assert paragraph.astext().endswith(")")
     assert back[1].astext() == ", p.~\\pageref{\\detokenize{book/01_tokens:ex-tokens-1}}"
     assert len(other) == 1
+    # the exercise in the book: the page of its paragraph's first line, not of the label
+    # before it (on the page before where the page breaks there)
+    from sphinx import addnodes
+
+    chapter = addnodes.start_of_file(docname="book/01_tokens")
+    exercise = nodes.paragraph("", "1.1 Count the bytes.")
+    chapter += [nodes.target("", "", ids=["ex-tokens-1"]), exercise]
+    back = nodes.paragraph("", "", link("Back to the exercise", "%book/01_tokens#ex-tokens-1"))
+    document = nodes.document(None, None)
+    document += [chapter, back]
+    assert bookstyle.page_references(document) == 1
+    assert exercise[0].astext() == "\\label{\\detokenize{book/01_tokens:ex-tokens-1-page}}"
+    assert back[1].astext().endswith("\\pageref{\\detokenize{book/01_tokens:ex-tokens-1-page}}")
 
 
 def test_a_sentence_ending_in_a_colon_keeps_with_its_code_box():
@@ -527,3 +542,85 @@ def test_a_framed_box_that_ends_in_a_colon_keeps_with_the_code_after_it():
     nodes.section("", nodes.title("", "T"), nodes.paragraph("", "One."),
                   nodes.paragraph("", "Two."), last)
     assert bookstyle._rows_introduced(last) is None
+
+
+def test_a_number_keeps_its_unit_on_its_line():
+    from docutils import nodes
+
+    paragraph = nodes.paragraph("", "", nodes.Text("It spends 2.139 bits a character, (95 % "
+                                                   "interval), in 3 steps of 12 heads; "
+                                                   "section 2 heads the list. A loss of "),
+                                nodes.inline("", "1.48"), nodes.Text(" nats, and "),
+                                nodes.literal("", "x = 2 bits"), nodes.Text(" bits, "),
+                                nodes.math("", "32 \\times 128 = 4096"), nodes.Text(" tokens."))
+    document = nodes.document(None, None)
+    document += paragraph
+    bookstyle.units_with_numbers(document)
+    text = paragraph.astext()
+    assert "2.139\u00a0bits" in text and "(95\u00a0%" in text and "3\u00a0steps" in text
+    assert "12\u00a0heads" in text and "1.48\u00a0nats" in text
+    assert "x = 2 bits" in text  # code is not changed
+    assert "2 bits bits," in text  # nor is the text after code
+    assert text.endswith("4096\u00a0tokens.")  # a formula that ends in a number is one
+
+
+def test_a_colon_keeps_its_last_line_with_the_list_or_text_it_introduces():
+    from docutils import nodes
+
+    def doc(*children):
+        document = nodes.document(None, None)
+        document.extend(children)
+        bookstyle.colon_leads_keep_with_text(document)
+        return document
+
+    lead = nodes.paragraph("", "The pieces:")
+    items = nodes.bullet_list("", nodes.list_item("", nodes.paragraph("", "one")))
+    document = doc(lead, items)
+    assert lead[-1].astext() == "\\nopagebreak"
+    assert [type(n).__name__ for n in document] == ["paragraph", "raw", "bullet_list", "raw"]
+    assert "\\booknobreakbeforelist" in document[1].astext()
+    assert "\\booknobreakbeforelist" in _style()
+    # a paragraph after the colon: only the penalty; no colon, or a code box next: nothing
+    lead, text = nodes.paragraph("", "It says:"), nodes.paragraph("", "more.")
+    assert len(doc(lead, text)) == 2 and lead[-1].astext() == "\\nopagebreak"
+    plain = nodes.paragraph("", "A sentence.")
+    boxed = nodes.paragraph("", "It prints:")
+    doc(plain, nodes.paragraph("", "more."))
+    doc(boxed, nodes.literal_block("", "x = 1"))
+    assert plain.astext() == "A sentence." and boxed.astext() == "It prints:"
+
+
+def test_a_dataclass_is_printed_once_with_what_its_factories_make():
+    import dataclasses
+
+    from buildllm.config import TrainConfig
+
+    @dataclasses.dataclass
+    class Box:
+        size: int = 3
+        items: list = dataclasses.field(default_factory=list)
+        made: object = dataclasses.field(default_factory=lambda: dict(a=1))
+
+    signature = "(size: int = 3, items: list = <factory>, made: object = <factory>)"
+    new, _ = bookstyle.readable_factory_defaults(None, "class", "Box", Box, {}, signature, None)
+    assert new == "(size: int = 3, items: list = [], made: object = dict(a=1))"
+    assert bookstyle.skip_dataclass_fields(None, "class", "items", None, False, {}) is True
+    assert bookstyle.skip_dataclass_fields(None, "class", "to_dict", None, False, {}) is None
+    assert bookstyle.skip_dataclass_fields(None, "module", "size", None, False, {}) is None
+    new, _ = bookstyle.readable_factory_defaults(None, "class", "TrainConfig", TrainConfig, {},
+                                                 "(model: GPTConfig = <factory>)", None)
+    assert new == "(model: GPTConfig = preset('book'))"
+    # another class, not a dataclass: its members are documented
+    bookstyle.readable_factory_defaults(None, "class", "Plain", int, {}, "()", None)
+    assert bookstyle.skip_dataclass_fields(None, "class", "items", None, False, {}) is None
+
+
+def test_short_code_in_the_text_never_breaks_at_its_spaces():
+    from docutils import nodes
+
+    short, long = nodes.literal("", "(B, T, C)"), nodes.literal("", "x" * 15 + " and more")
+    document = nodes.document(None, None)
+    document += nodes.paragraph("", "", short, nodes.Text(" and "), long)
+    bookstyle.short_code_whole(document)
+    assert short.astext() == "(B,\u00a0T,\u00a0C)"
+    assert long.astext() == "x" * 15 + " and more"

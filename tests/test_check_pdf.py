@@ -1,5 +1,6 @@
 """scripts/check_pdf.py, the check that `make pdf` runs on the printed book, on small pages
-made up here: a code box split with too few lines on a side, notebook wording, the index."""
+made up here: a code box split with too few lines on a side, notebook wording, a page that
+ends with a colon, printed markup, the index."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def test_the_index_must_be_there_with_entries():
     assert c.index_pages([[c.Line(90, 50, "Index"), *entries]]) == []
     assert c.index_pages([[c.Line(90, 50, "Index"), *entries[:3]]])
     assert c.index_pages([entries]) == ["no index: no page is headed 'Index'"]
+
+
+def test_a_page_that_ends_with_a_colon_is_found_above_its_folio():
+    ends = [c.Line(90, 100, "and it prints:"), c.Line(300, 700, "17")]
+    goes_on = [c.Line(90, 100, "and it prints:"), c.Line(90, 114, "[1, 2, 3]"),
+               c.Line(300, 700, "xiv")]
+    assert c.colon_ends([ends, goes_on]) == ["PDF page 1 ends with a colon: 'and it prints:'"]
+
+
+def test_markup_of_the_sources_is_found():
+    pages = [[c.Line(90, 100, "x: ``(B, T, C)`` and a :class:`GPT`"),
+              c.Line(90, 114, "f(cfg=<factory>)  # noqa: E731")],
+             [c.Line(90, 114, "a dict {'a': 1}, `x`, time: 3 s")]]
+    assert [p.split(": ", 1)[1].split(" in ")[0] for p in c.printed_markup(pages)] == [
+        "'``'", "'``'", "':class:`'", "'<factory>'", "'# noqa'"]

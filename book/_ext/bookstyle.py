@@ -16,9 +16,12 @@
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
   of the API reference leave the index (the reference's own headings and links stay).
 - Code as a reader reads it: listings of the library and the chapters' code cells show
-  docstring roles as their names (":class:`~buildllm.model.GPT`" as "GPT") and no linter
+  docstring roles as their names (":class:`~buildllm.model.GPT`" as "GPT"), inline code
+  without reST's double backquotes ("``(B, T, C)``" as "(B, T, C)"), and no linter
   comments ("# noqa: E731"); the API reference shows a dataclass field's default factory
-  as "...", not "<factory>" (which Sphinx cannot parse, so it printed the raw signature).
+  as what it makes ("{}", "preset('book')"), not "<factory>" (which Sphinx cannot parse, so
+  it printed the raw signature), and a dataclass's fields once, in its signature, not again
+  as attributes.
 - Index entries on the term's own page: an `{index}` directive written before a paragraph
   (or under a heading) gives each of its terms an anchor at the term's first mention in the
   prose that follows (within the next two headings), or under a heading that names it. An
@@ -28,19 +31,26 @@
 - Print's own links between exercises and solutions: "(solution, p. 205)", "Back to the
   exercise, p. 17" (``\\pageref`` on the link's target).
 - What must stay together on a page: a sentence that ends with a colon and the code box it
-  introduces (and a heading right above it); a framed box of text (a solution) whole, or its
+  introduces (and a heading right above it), or its last line and the first lines of the
+  list or paragraph it introduces; a framed box of text (a solution) whole, or its
   first lines; a long code cell's last lines and its output; a long table's first and last
   three rows. In table cells, a parenthesised range ("(96.6-98.2)"), a number and its unit
   ("25 %"), a heading's short unit ("CPU s") and "i=1" never wrap; empty cells are one line.
+- A number and its unit on one line in print ("2.139 bits", "96 MiB", "95 %"), and short
+  code in the text too ("(B, T)").
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import math
 import re
 import subprocess
+import textwrap
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -163,6 +173,8 @@ class AuthorYearStyle(UnsrtStyle):
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):"
                   r"`(?P<short>~?)(?P<text>[^`<]*?)\s*(?:<(?P<target>[^>`]+)>)?`")
 NOQA = re.compile(r"#\s*noqa\b(?::\s*[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*)?\s*")
+# reST inline code in a docstring, ``(B, T, C)``: printed as its text.
+INLINE_CODE = re.compile(r"``([^`\n]+?)``")
 
 
 def _role_text(match: re.Match) -> str:
@@ -173,9 +185,10 @@ def _role_text(match: re.Match) -> str:
 
 
 def readable_code(code: str) -> str:
-    """Code as printed: roles as their names, no ``# noqa`` (a comment after it stays)."""
+    """Code as printed: roles as their names, reST's double backquotes left out, no
+    ``# noqa`` (a comment after it stays)."""
     lines = []
-    for line in ROLE.sub(_role_text, code).split("\n"):
+    for line in INLINE_CODE.sub(r"\1", ROLE.sub(_role_text, code)).split("\n"):
         if (m := NOQA.search(line)) is not None:
             rest = line[m.end():]
             line = line[:m.start()] + "# " + rest if rest.strip() else line[:m.start()].rstrip()
@@ -197,11 +210,49 @@ def readable_listings(app, doctree) -> None:
             block[:] = [nodes.Text(new)]
 
 
+# The fields of the dataclass whose members autodoc documents now: its signature lists them,
+# with their types and defaults, so they are not listed again one by one (they have no
+# docstrings of their own).
+_signature_fields: set[str] = set()
+
+
+def _factory_text(factory) -> str:
+    """What a default factory makes, as code: ``{}`` for dict, ``[]`` for list,
+    ``preset('book')`` for ``lambda: preset("book")``, ``Name()`` for a class; ``...`` where
+    it cannot be told."""
+    if factory in (dict, list, set, tuple):
+        return {dict: "{}", list: "[]", set: "set()", tuple: "()"}[factory]
+    if getattr(factory, "__name__", "") != "<lambda>":
+        return f"{getattr(factory, '__qualname__', '...')}()"
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(factory)).strip())
+    except (OSError, TypeError, SyntaxError):
+        return "..."
+    body = next((n.body for n in ast.walk(tree) if isinstance(n, ast.Lambda)), None)
+    return ast.unparse(body) if body is not None else "..."
+
+
 def readable_factory_defaults(app, what, name, obj, options, signature, return_annotation):
-    """``= <factory>`` (a dataclass field's default factory) as ``= ...``."""
+    """``= <factory>`` (a dataclass field's default factory) as what the factory makes
+    (``= {}``, ``= preset('book')``); remembers a class's dataclass fields for
+    :func:`skip_dataclass_fields`."""
+    if what == "class":
+        _signature_fields.clear()
+        if dataclasses.is_dataclass(obj):
+            _signature_fields.update(f.name for f in dataclasses.fields(obj))
     if signature and "<factory>" in signature:
+        if what == "class" and dataclasses.is_dataclass(obj):
+            for f in dataclasses.fields(obj):
+                if f.default_factory is not dataclasses.MISSING:
+                    made = _factory_text(f.default_factory)
+                    signature = signature.replace("<factory>", made, 1)
         return signature.replace("<factory>", "..."), return_annotation
     return None
+
+
+def skip_dataclass_fields(app, what, name, obj, skip, options):
+    """A dataclass's fields are in its signature: not documented again as attributes."""
+    return True if what == "class" and name in _signature_fields else None
 
 
 # An index entry may name the words it anchors on, after its text: "byte-pair encoding;
@@ -1019,16 +1070,38 @@ def page_references(document) -> int:
     """After each internal link whose text is one of ``PAGE_REFERENCES``, ", p. N" in the
     LaTeX (``\\pageref`` on the link's target); the number of links given a page."""
     count = 0
+    files = {f["docname"]: f for f in document.findall(addnodes.start_of_file)}
     for ref in list(document.findall(nodes.reference)):
         uri = ref.get("refuri", "")
         if not uri.startswith("%") or " ".join(ref.astext().lower().split()) not in (
                 PAGE_REFERENCES):
             continue
         label = uri[1:].replace("#", ":", 1) if "#" in uri else uri[1:] + "::doc"
+        if "#" in uri:
+            label = _label_in_paragraph(files.get(uri[1:].split("#")[0]), label)
         ref.parent.insert(ref.parent.index(ref) + 1, nodes.raw(
             "", f", p.~\\pageref{{\\detokenize{{{label}}}}}", format="latex"))
         count += 1
     return count
+
+
+def _label_in_paragraph(file, label: str) -> str:
+    """The label to give a page of: where ``label`` names a paragraph (an exercise), a label
+    of its own inside the paragraph's first line. Sphinx's label stands before the paragraph,
+    and where the page breaks there, it is on the page before ("Back to the exercise, p. 153"
+    for an exercise printed on p. 154)."""
+    if file is None:
+        return label
+    name = label.split(":", 1)[1]
+    node = next((n for n in file.findall(nodes.Element) if name in n.get("ids", ())), None)
+    if isinstance(node, nodes.target):
+        node = node.next_node(descend=False, siblings=True)
+    if not isinstance(node, nodes.paragraph):
+        return label
+    inside = label + "-page"
+    if not (node.children and isinstance(node[0], nodes.raw) and inside in node[0].astext()):
+        node.insert(0, nodes.raw("", f"\\label{{\\detokenize{{{inside}}}}}", format="latex"))
+    return inside
 
 
 class PageReferences(SphinxPostTransform):
@@ -1041,9 +1114,120 @@ class PageReferences(SphinxPostTransform):
         page_references(self.document)
 
 
+_FOLLOWS_LEAD = (nodes.paragraph, nodes.bullet_list, nodes.enumerated_list,
+                 nodes.definition_list, nodes.block_quote)
+
+
+def colon_leads_keep_with_text(document) -> None:
+    """No page break right after a paragraph that ends with a colon and introduces text (a
+    list, a paragraph): its last line goes to the next page with what it introduces (a page
+    ended with "each a number a reader can check by ear:", the list overleaf). Code boxes and
+    tables after a colon have their own rule (:class:`PrintedCodeBoxes`)."""
+    for paragraph in list(document.findall(nodes.paragraph)):
+        if not _is_lead(paragraph) or paragraph.parent is None:
+            continue
+        follower = paragraph.next_node(descend=False, siblings=True,
+                                       condition=lambda n: not isinstance(
+                                           n, (nodes.target, addnodes.index)))
+        if not isinstance(follower, _FOLLOWS_LEAD):
+            continue
+        # (in the paragraph's last line: a penalty after that line, before the space after it)
+        paragraph += nodes.raw("", "\\nopagebreak", format="latex")
+        if not isinstance(follower, nodes.paragraph):
+            # a list's opening invites a break before it (\@beginparpenalty): not this one
+            parent = follower.parent
+            at = parent.index(follower)
+            parent[at:at + 1] = [nodes.raw("", "\\begingroup\\booknobreakbeforelist\n",
+                                           format="latex"),
+                                 follower, nodes.raw("", "\\endgroup\n", format="latex")]
+
+
+class ColonLeadsKeepWithText(SphinxPostTransform):
+    """:func:`colon_leads_keep_with_text`."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        colon_leads_keep_with_text(self.document)
+
+
+# A number and the unit after it stay on one line in print ("2.139 / bits", "96 / MiB" and
+# "(95 / %" were split at a line's end): the space between them becomes a no-break space.
+UNITS = ("%", "×", "nats?", "bits?", "bytes?", "tokens?", "steps?", "characters?", "chars",
+         "seconds?", "minutes?", "hours?", "CPU-seconds", "CPU", "million", "billion",
+         "KiB", "MiB", "GiB", "KB", "MB", "GB", "ms", "s", "pt", "mm", "px", "threads?",
+         "cores?", "lines?", "words?", "layers?", "heads?", "parameters", "pages?", "epochs?")
+_UNIT = r"(?:" + "|".join(UNITS) + r")(?![\w-])"
+_PROSE_NUMBER_UNIT = re.compile(r"(?<![\w.])(\d[\d,.]*) (?=" + _UNIT + ")")
+_STARTS_WITH_UNIT = re.compile(r" (?=" + _UNIT + ")")
+_NOT_PRINTED_TEXT = (nodes.FixedTextElement, nodes.literal, nodes.math, nodes.raw,
+                     nodes.comment, nodes.target, addnodes.index, addnodes.desc_signature)
+
+
+def units_with_numbers(document) -> None:
+    """Join a number to its unit with a no-break space in the prose, captions, headings and
+    table cells (not in code), also where the number is a glued value and the unit the text
+    after it."""
+    for block in document.findall(nodes.TextElement):
+        if isinstance(block, _NOT_PRINTED_TEXT) or any(
+                isinstance(a, _NOT_PRINTED_TEXT) for a in _ancestors(block)):
+            continue
+        before = ""
+        for text in list(block.findall(nodes.Text)):
+            if text.parent is not block and isinstance(text.parent, _NOT_PRINTED_TEXT):
+                # a formula that ends in a number ("32 \times 128 = 4096") is one
+                before = str(text) if isinstance(text.parent, nodes.math) else ""
+                continue
+            new = _PROSE_NUMBER_UNIT.sub("\\1\u00a0", str(text))
+            if re.search(r"(?<![\w.])\d[\d,.]*$", before) and _STARTS_WITH_UNIT.match(new):
+                new = "\u00a0" + new[1:]
+            if new != str(text):
+                text.parent.replace(text, nodes.Text(new))
+            before = new
+
+
+# Code in the text this short never breaks at its spaces: "(B," / "T)" and "offset + T -" / "1"
+# were split at a line's end.
+SHORT_CODE = 20
+
+
+def short_code_whole(document) -> None:
+    """No-break spaces in the inline code of at most ``SHORT_CODE`` characters."""
+    for literal in list(document.findall(nodes.literal)):
+        text = literal.astext()
+        if " " in text and len(text) <= SHORT_CODE and len(literal) == 1 and isinstance(
+                literal[0], nodes.Text):
+            literal[0] = nodes.Text(text.replace(" ", "\u00a0"))
+
+
+class UnitsWithNumbers(SphinxPostTransform):
+    """:func:`units_with_numbers` (after the glued values are in the text) and
+    :func:`short_code_whole`."""
+
+    default_priority = 900
+    builders = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        units_with_numbers(self.document)
+        short_code_whole(self.document)
+
+
 class BookLaTeXTranslator(LaTeXTranslator):
     """Sphinx's LaTeX, with the rows that ``_keep_rows_together`` marks ended by ``\\\\*``
     (no page break after them) rather than ``\\\\``."""
+
+    def visit_target(self, node) -> None:
+        # Sphinx ends the paragraph before a target only where the target follows it directly;
+        # after an {index} directive's own target (left between them), the label and the next
+        # paragraph ran on in the same paragraph (exercises 6.1-6.3 printed as one).
+        at = node.parent.index(node)
+        before = [n for n in node.parent[:at]
+                  if not isinstance(n, (nodes.target, addnodes.index))]
+        if (at > 0 and not isinstance(node.parent[at - 1], nodes.paragraph) and before
+                and isinstance(before[-1], nodes.paragraph)):
+            self.body.append("\n")
+        super().visit_target(node)
 
     def depart_row(self, node) -> None:
         super().depart_row(node)
@@ -1062,6 +1246,7 @@ def setup(app):
     app.connect("doctree-read", drop_api_index_entries)
     app.connect("doctree-read", readable_listings)
     app.connect("autodoc-process-signature", readable_factory_defaults)
+    app.connect("autodoc-skip-member", skip_dataclass_fields)
     app.add_latex_package("bookstyle", after_hyperref=True)
     app.add_transform(IndexAtTheTerm)
     app.add_post_transform(PrintedCodeBoxes)
@@ -1069,5 +1254,7 @@ def setup(app):
     app.add_post_transform(RaggedAPI)
     app.add_post_transform(PageReferences)
     app.add_post_transform(FramedTextBoxes)
+    app.add_post_transform(UnitsWithNumbers)
+    app.add_post_transform(ColonLeadsKeepWithText)
     app.set_translator("latex", BookLaTeXTranslator)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
