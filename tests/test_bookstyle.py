@@ -330,8 +330,12 @@ def test_the_print_style_of_headings_heads_and_contents():
     # running heads: "1.2 Bytes and UTF-8", as the headings write it
     assert "\\thesection.\\enspace" not in style and "\\thesection\\enspace" in style
     # headings are never hyphenated
-    heading = style[style.index("\\g@addto@macro\\py@HeaderFamily"):][:120]
+    heading = style[style.index("\\g@addto@macro\\py@HeaderFamily"):][:160]
     assert "\\hyphenpenalty\\@M" in heading
+    # ... nor end with a word alone on a line: the last line's stretch is finite
+    assert "\\parfillskip\\z@\\@plus 10em" in heading
+    # an API signature keeps with its description: no item penalty between them
+    assert "\\@itempenalty\\@M\\item[\\strut]" in style
     # "10.10" has room before its title in the contents
     m = re.search(r"\\renewcommand\*\{\\l@section\}\{\\@dottedtocline\{1\}\{1.5em\}\{([\d.]+)em\}",
                   style)
@@ -624,3 +628,19 @@ def test_short_code_in_the_text_never_breaks_at_its_spaces():
     bookstyle.short_code_whole(document)
     assert short.astext() == "(B,\u00a0T,\u00a0C)"
     assert long.astext() == "x" * 15 + " and more"
+
+
+def test_utf8_is_not_a_number_and_gpt2_is_not_broken_at_its_hyphen():
+    from docutils import nodes
+
+    cell = nodes.paragraph("", "UTF-8 bytes of a GPT-2-shaped model, distinct-2 and 4 bytes")
+    title = nodes.title("", "From GPT-2 on")
+    document = nodes.document(None, None)
+    document += [nodes.section("", title, cell)]
+    bookstyle.units_with_numbers(document)
+    bookstyle.names_with_numbers_whole(document)
+    # "8 bytes" of "UTF-8 bytes" is no number and its unit
+    assert cell.astext() == ("\\mbox{UTF-8} bytes of a \\mbox{GPT-2}-shaped model, "
+                             "\\mbox{distinct-2} and 4\u00a0bytes")
+    assert [type(n).__name__ for n in cell][:3] == ["raw", "Text", "raw"]
+    assert title.astext() == "From GPT-2 on"  # headings are left as they are

@@ -36,8 +36,8 @@
   first lines; a long code cell's last lines and its output; a long table's first and last
   three rows. In table cells, a parenthesised range ("(96.6-98.2)"), a number and its unit
   ("25 %"), a heading's short unit ("CPU s") and "i=1" never wrap; empty cells are one line.
-- A number and its unit on one line in print ("2.139 bits", "96 MiB", "95 %"), and short
-  code in the text too ("(B, T)").
+- A number and its unit on one line in print ("2.139 bits", "96 MiB", "95 %"), short code
+  in the text too ("(B, T)"), and a name such as "GPT-2" (not broken at its hyphen).
 - Author-year labels in the bibliography, "[Vaswani et al., 2017]", the same style as the
   citations in the text ("Vaswani et al., 2017"), sorted by author and year.
 """
@@ -1156,10 +1156,12 @@ class ColonLeadsKeepWithText(SphinxPostTransform):
 # "(95 / %" were split at a line's end): the space between them becomes a no-break space.
 UNITS = ("%", "×", "nats?", "bits?", "bytes?", "tokens?", "steps?", "characters?", "chars",
          "seconds?", "minutes?", "hours?", "CPU-seconds", "CPU", "million", "billion",
-         "KiB", "MiB", "GiB", "KB", "MB", "GB", "ms", "s", "pt", "mm", "px", "threads?",
-         "cores?", "lines?", "words?", "layers?", "heads?", "parameters", "pages?", "epochs?")
+         "KiB", "MiB", "GiB", "KB", "MB", "GB", "GB/s", "MB/s", "ms", "s", "pt", "mm", "px",
+         "threads?", "cores?", "lines?", "words?", "layers?", "heads?", "parameters", "pages?",
+         "epochs?", "positions?", "blocks?", "dimensions?", "pairs?", "merges?", "plays?",
+         "prompts?", "seeds?", "rows?", "columns?")
 _UNIT = r"(?:" + "|".join(UNITS) + r")(?![\w-])"
-_PROSE_NUMBER_UNIT = re.compile(r"(?<![\w.])(\d[\d,.]*) (?=" + _UNIT + ")")
+_PROSE_NUMBER_UNIT = re.compile(r"(?<![\w.-])(\d[\d,.]*) (?=" + _UNIT + ")")
 _STARTS_WITH_UNIT = re.compile(r" (?=" + _UNIT + ")")
 _NOT_PRINTED_TEXT = (nodes.FixedTextElement, nodes.literal, nodes.math, nodes.raw,
                      nodes.comment, nodes.target, addnodes.index, addnodes.desc_signature)
@@ -1180,7 +1182,7 @@ def units_with_numbers(document) -> None:
                 before = str(text) if isinstance(text.parent, nodes.math) else ""
                 continue
             new = _PROSE_NUMBER_UNIT.sub("\\1\u00a0", str(text))
-            if re.search(r"(?<![\w.])\d[\d,.]*$", before) and _STARTS_WITH_UNIT.match(new):
+            if re.search(r"(?<![\w.-])\d[\d,.]*$", before) and _STARTS_WITH_UNIT.match(new):
                 new = "\u00a0" + new[1:]
             if new != str(text):
                 text.parent.replace(text, nodes.Text(new))
@@ -1201,9 +1203,30 @@ def short_code_whole(document) -> None:
             literal[0] = nodes.Text(text.replace(" ", "\u00a0"))
 
 
+# A name that ends in a number after a hyphen ("GPT-2", "distinct-2") is not broken at its
+# hyphen ("GPT-" / "2-shaped" was).
+_NAME_NUMBER = re.compile(r"(?<![\w-])([A-Za-z]+-\d+)(?![\w])")
+
+
+def names_with_numbers_whole(document) -> None:
+    """Each "GPT-2" of the printed text (not of code, headings or the index) in an \\mbox."""
+    for text in list(document.findall(nodes.Text)):
+        parent = text.parent
+        if parent is None or any(isinstance(a, (*_NOT_PRINTED_TEXT, nodes.title))
+                                 for a in [parent, *_ancestors(parent)]):
+            continue
+        pieces = _NAME_NUMBER.split(str(text))
+        if len(pieces) == 1:
+            continue
+        new = [nodes.raw("", f"\\mbox{{{piece}}}", format="latex") if k % 2
+               else nodes.Text(piece) for k, piece in enumerate(pieces) if piece]
+        at = parent.index(text)
+        parent[at:at + 1] = new
+
+
 class UnitsWithNumbers(SphinxPostTransform):
-    """:func:`units_with_numbers` (after the glued values are in the text) and
-    :func:`short_code_whole`."""
+    """:func:`units_with_numbers` (after the glued values are in the text),
+    :func:`short_code_whole` and :func:`names_with_numbers_whole`."""
 
     default_priority = 900
     builders = ("latex",)
@@ -1211,6 +1234,7 @@ class UnitsWithNumbers(SphinxPostTransform):
     def run(self, **kwargs) -> None:
         units_with_numbers(self.document)
         short_code_whole(self.document)
+        names_with_numbers_whole(self.document)
 
 
 class BookLaTeXTranslator(LaTeXTranslator):
