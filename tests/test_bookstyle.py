@@ -644,3 +644,10 @@ def test_utf8_is_not_a_number_and_gpt2_is_not_broken_at_its_hyphen():
                              "\\mbox{distinct-2} and 4\u00a0bytes")
     assert [type(n).__name__ for n in cell][:3] == ["raw", "Text", "raw"]
     assert title.astext() == "From GPT-2 on"  # headings are left as they are
+
+
+def test_code_in_the_text_breaks_before_a_dot_or_slash_and_never_after_a_comma():
+    style = _style()
+    assert "\\renewcommand*\\sphinxbreaksbeforeactivelist{\\do\\.\\do\\/}" in style
+    after = style[style.index("\\renewcommand*\\sphinxbreaksafteractivelist"):].split("\n")[0]
+    assert "\\do\\," not in after and "\\do\\." not in after and "\\do\\/" not in after
