@@ -469,6 +469,7 @@ def check_code_width(root: Path, columns: int | None = None) -> list[str]:
     library (a break after an opening bracket, a comment on its own line above). The same for
     the lines of the code cells a page prints."""
     columns = code_columns() if columns is None else columns
+    box = code_columns("BOX_COLUMNS") + columns - code_columns()  # an output's row, as wide
     problems = []
     for page in book_pages(root):
         for source, options in _includes(page):
@@ -487,19 +488,18 @@ def check_code_width(root: Path, columns: int | None = None) -> list[str]:
                                     f"line {n + 1} of {source.name} is {len(shown)} columns "
                                     f"wide, more than the {columns} of a printed code box: "
                                     f"{shown.strip()[:40]!r}...")
-        problems += _wide_cells(page, columns)
+        problems += _wide_cells(page, columns, box)
     return problems
 
 
-def _wide_cells(page: Path, columns: int) -> list[str]:
+def _wide_cells(page: Path, columns: int, box: int) -> list[str]:
     """Problems: a line of a printed code cell (not tagged remove-input or remove-cell)
     longer than ``columns``; a line of its printed text output longer than a row of a box
-    holds (``BOX_COLUMNS``): the PDF would set the whole output in a smaller font, under
-    8 pt, to keep its rows."""
+    holds (``box``): the PDF would set the whole output in a smaller font, under 8 pt, to
+    keep its rows."""
     if page.suffix != ".ipynb":
         return []
     problems = []
-    box = code_columns("BOX_COLUMNS") + columns - code_columns()
     for cell in json.loads(page.read_text(encoding="utf-8")).get("cells", []):
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.get("cell_type") != "code" or "remove-cell" in tags:
