@@ -5,7 +5,7 @@ hacking taken away, each measured on 200 held-out speech openings.
 Each method runs at its default settings (:data:`buildllm.align.SETTINGS`); DPO and GRPO train
 a copy of the book's model, best-of-N samples 8 lines where the others sample one and keeps
 the best by the training reward (:meth:`buildllm.align.Sampling.reward`). The
-measures (:func:`buildllm.align.measure`): the share of lines with exactly ten syllables (95 %
+measures (:func:`buildllm.align.measure`): the share of lines with exactly ten syllables (95%
 interval), the mean verse reward, English words, distinct-2 and the held-out nats per
 character. Everything goes to ``bench/results/align.json`` with the machine, the threads, each
 run's CPU seconds and its log (reward per step); the chapter reads that file.
@@ -13,8 +13,8 @@ run's CPU seconds and its log (reward per step); the chapter reads that file.
 Cost: six training runs of two to five CPU-minutes each and eight measurements, about 12
 minutes on an idle 2-core machine.
 
-Reported: the reward gained per CPU-second of training (DPO, GRPO) against best-of-N's gain
-per CPU-second of its extra sampling, for information.
+Reported: the reward gained per CPU second of training (DPO, GRPO) against best-of-N's gain
+per CPU second of its extra sampling, for information.
 """
 
 from __future__ import annotations
@@ -88,6 +88,6 @@ def run() -> list[Result]:
     bon_gain = (bon["reward"] - base) / (bon["measure_cpu_seconds"]
                                          - runs["base"]["measure_cpu_seconds"])
     note = f"runs in {RESULTS.relative_to(Path(__file__).parent.parent)}"
-    return [Result(f"verse reward gained per CPU-second, {m} vs best-of-{BEST_OF}",
+    return [Result(f"verse reward gained per CPU second, {m} vs best-of-{BEST_OF}",
                    (runs[m]["reward"] - base) / runs[m]["cpu_seconds"], bon_gain,
                    "reward/CPU-s", None, True, note) for m in ("dpo", "grpo")]

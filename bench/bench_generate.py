@@ -18,12 +18,12 @@ rounds, each of which runs every decoder once, so that all see the same load on 
    per token. Those bytes are the weights (every matrix and vector once, one row of each
    embedding table; a head tied to the embedding reads the whole matrix) plus the keys and
    values the attention reads from the cache (their mean over the 256 steps); writes and
-   activations are not counted. Goal: cached float32 generation uses at least 70 % of the
+   activations are not counted. Goal: cached float32 generation uses at least 70% of the
    measured bandwidth.
 4. Int8 weights (:mod:`buildllm.quantize`), cached, against ``transformers``' float32
    ``generate``. Goal: at least 2x the tokens per second.
 5. Quality of int8 on the book's trained model: validation bits per character against float32
-   (goal: at most 1 % more) and greedy tokens from a fixed prompt (reported).
+   (goal: at most 1% more) and greedy tokens from a fixed prompt (reported).
 """
 
 from __future__ import annotations

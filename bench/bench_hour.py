@@ -13,12 +13,12 @@ it goes to ``bench/results/hour.json`` with the machine, the thread count and th
 The hour's run checkpoints into the cache as it goes (``cache_dir()/bench/hour-<key>``), so an
 interrupted benchmark continues where it stopped; its result is the same as an unbroken run's.
 
-Cost: about an hour on an idle 2-core machine for ``hour`` (7,200 CPU-seconds), a few minutes
+Cost: about an hour on an idle 2-core machine for ``hour`` (7,200 CPU seconds), a few minutes
 for the other two, and a couple of minutes for each card.
 
 Goals: ``hour`` reaches <= 1.40 nats per character on Tiny Shakespeare's validation text
 (nanoGPT's GPU run of its Shakespeare character model reports 1.47; the ratio is against that)
-and >= 95 % English words in its sampled lines (the ratio is against 95 %).
+and >= 95% English words in its sampled lines (the ratio is against 95%).
 """
 
 from __future__ import annotations
@@ -100,5 +100,5 @@ def run() -> list[Result]:
             f"results in {RESULTS.relative_to(Path(__file__).parent.parent)}")
     return [Result("hour: validation nats/char vs nanoGPT's GPU run", hour["nats_per_char"],
                    NANOGPT_GPU, "nats/char", GOAL_NATS / NANOGPT_GPU, False, note),
-            Result("hour: English words in sampled lines vs 95 %", english, GOAL_ENGLISH,
+            Result("hour: English words in sampled lines vs 95%", english, GOAL_ENGLISH,
                    "share", 1.0, True, note)]

@@ -26,6 +26,30 @@ def test_a_long_box_breaks_only_with_four_filled_lines_on_each_side():
     assert rows == 5  # the rows up to the first break
 
 
+def test_python_breaks_between_statements_not_after_a_header_or_inside_brackets():
+    code = ("a = 1\nb = 2\nc = 3\nd = 4\n"
+            "for shift in (0, 100):\n    # the body\n    print(shift)\n    print(-shift)\n"
+            "x = [a for a in range(10)\n     if a > 2]\n"
+            "@torch.no_grad()\ndef f():\n    return 1\n"
+            "y = 5\nz = 6\nw = 7\nv = 8\n")
+    breaks, rows = bookstyle.code_box_need(code)
+    # before "for", the loop's second print, "x = [", "@" and "y" (four lines from it on)
+    assert breaks == "00001001101001000"
+    assert rows == 4
+
+
+def test_a_box_whose_statements_leave_long_runs_breaks_at_any_line():
+    run = bookstyle.STATEMENT_RUN + 1
+    code = "a = 1\nb = 2\nc = 3\nd = 4\nx = f(\n" + "    1,\n" * run + ")\ny = 2\n"
+    breaks, _ = bookstyle.code_box_need(code)
+    assert breaks.count("1") == len(breaks) - 7  # the four-line rule alone
+
+
+def test_text_that_is_not_python_breaks_at_any_line():
+    out = "step 0:\n" + "loss (1\n" * 9
+    assert bookstyle.code_box_need(out)[0] == "0000111000"
+
+
 def test_a_long_line_counts_as_the_rows_it_wraps_to():
     line = "z" * (2 * bookstyle.CODE_COLUMNS + 1)
     assert bookstyle.code_box_need(line) == ("0", 3)
@@ -176,24 +200,6 @@ def test_a_table_that_gives_widths_keeps_its_formulas_whole():
     assert bookstyle.RightAlignedColumns.layout(table, tgroup, 1) == 2
     spec = section[0]["spec"]
     assert spec.startswith("\\Xr{") and spec.count("{98}") == 7
-
-
-def test_an_output_box_of_a_long_line_is_set_to_hold_it():
-    n, fits = bookstyle.CODE_COLUMNS, bookstyle.BOX_COLUMNS
-    assert bookstyle.output_columns("short\n" + "x" * fits) == n
-    assert bookstyle.output_columns("short\n" + "x" * (fits + 6)) == fits + 6
-    assert bookstyle.output_columns("x" * bookstyle.SHRINK_COLUMNS) == bookstyle.SHRINK_COLUMNS
-    # longer than a smaller font can hold and stay legible: it wraps
-    assert bookstyle.output_columns("x" * (bookstyle.SHRINK_COLUMNS + 1)) == n
-    # a line that the smaller font holds takes one row, not two
-    assert bookstyle.code_box_need("x" * (n + 6), n + 6) == ("0", 1)
-    assert bookstyle.code_box_need("x" * (n + 6)) == ("0", 2)
-
-
-def test_the_style_sizes_an_output_box_from_the_columns_a_row_holds():
-    style = (Path(bookstyle.__file__).with_name("bookstyle.sty")).read_text(encoding="utf-8")
-    assert "\\newcommand{\\bookcodecolumns}" in style
-    assert f"9.4pt*{bookstyle.BOX_COLUMNS}/\\book@nextcolumns" in style
 
 
 def test_the_api_reference_is_set_ragged_right():
@@ -553,7 +559,8 @@ def test_a_number_keeps_its_unit_on_its_line():
 
     paragraph = nodes.paragraph("", "", nodes.Text("It spends 2.139 bits a character, (95 % "
                                                    "interval), in 3 steps of 12 heads; "
-                                                   "section 2 heads the list. A loss of "),
+                                                   "section 2 heads the list, as Sennrich "
+                                                   "et al. say. A loss of "),
                                 nodes.inline("", "1.48"), nodes.Text(" nats, and "),
                                 nodes.literal("", "x = 2 bits"), nodes.Text(" bits, "),
                                 nodes.math("", "32 \\times 128 = 4096"), nodes.Text(" tokens."))
@@ -563,6 +570,7 @@ def test_a_number_keeps_its_unit_on_its_line():
     text = paragraph.astext()
     assert "2.139\u00a0bits" in text and "(95\u00a0%" in text and "3\u00a0steps" in text
     assert "12\u00a0heads" in text and "1.48\u00a0nats" in text
+    assert "Sennrich et\u00a0al. say" in text
     assert "x = 2 bits" in text  # code is not changed
     assert "2 bits bits," in text  # nor is the text after code
     assert text.endswith("4096\u00a0tokens.")  # a formula that ends in a number is one
@@ -628,6 +636,11 @@ def test_short_code_in_the_text_never_breaks_at_its_spaces():
     bookstyle.short_code_whole(document)
     assert short.astext() == "(B,\u00a0T,\u00a0C)"
     assert long.astext() == "x" * 15 + " and more"
+    # longer code keeps the spaces of its strings
+    tokens = nodes.literal("", "['Hello', ',', ' world', \"a b\"] and more")
+    document += nodes.paragraph("", "", tokens)
+    bookstyle.short_code_whole(document)
+    assert tokens.astext() == "['Hello', ',', '\u00a0world', \"a\u00a0b\"] and more"
 
 
 def test_utf8_is_not_a_number_and_gpt2_is_not_broken_at_its_hyphen():

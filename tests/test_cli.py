@@ -266,7 +266,7 @@ def test_generate_errors_print_nothing_on_stdout(sampled, capsys):
     # a prompt the tokenizer refuses fails before anything is printed
     assert main([*common, "--prompt", "xyz"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "'x' was not in the text" in err
+    assert out == "" and "'x' was not in the text" in err and str(folder) in err
     assert main([*common, "--prompt", "abc" * 9]) == 2  # 27 tokens: more than the context
     out, err = capsys.readouterr()
     assert out == "" and "27 tokens; it needs 1 to 24 (the model's context)" in err

@@ -208,13 +208,13 @@ def test_state_dict_round_trip_repacks():
 
 @pytest.mark.parametrize("name", OPTIONS)
 def test_quantized_gpt_logits_are_close_to_float(name):
-    """Relative error of the logits (Frobenius norm) below 5 %.
+    """Relative error of the logits (Frobenius norm) below 5%.
 
-    Why 5 %: rounding errors are spread evenly over half a step, so their RMS is step / sqrt(12).
+    Why 5%: rounding errors are spread evenly over half a step, so their RMS is step / sqrt(12).
     A row of Gaussian weights has its largest |w| near 3.5 sigma, so the weight step is about
-    3.5 / 127.5 sigma: an RMS error of 0.8 % of the weights; an input row spans about 7 sigma in
-    127 steps: 1.6 %. Together about 1.8 % per matrix, and the residual stream adds the errors
-    of the matrices rather than multiplying them. The models here come out at 1 - 1.5 %.
+    3.5 / 127.5 sigma: an RMS error of 0.8% of the weights; an input row spans about 7 sigma in
+    127 steps: 1.6%. Together about 1.8% per matrix, and the residual stream adds the errors
+    of the matrices rather than multiplying them. The models here come out at 1 - 1.5%.
     """
     model = tiny_model(**OPTIONS[name])
     qmodel = quantize_model(model)

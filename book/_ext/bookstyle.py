@@ -9,8 +9,6 @@
   (`|--:|`), or that hold only numbers, are right-aligned in print too, and a table's columns
   are as wide as their cells need, so that numbers and intervals never wrap, nor do short
   formulas ("top-p = 0.9", "(97, 97) = a + a"), also in a table that gives its widths.
-- An output box whose longest line is a little longer than a row of the box holds is set in
-  a smaller font that holds it (`\bookcodecolumns`), rather than wrap its rows.
 - The API reference ragged right, its signatures one paragraph whose parameters run on
   (bookstyle.sty).
 - The book's index lists ideas, not the API: the entries that autodoc makes for every function
@@ -47,10 +45,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import io
 import math
 import re
 import subprocess
 import textwrap
+import tokenize
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -71,12 +71,9 @@ STYLE = Path(__file__).resolve().with_name("bookstyle.sty")
 # Characters of 8 pt DejaVu Sans Mono on a line of a code box (160 mm, less its padding).
 CODE_COLUMNS = 92
 # What a row of a box holds in fact, measured in the PDF: a line of 94 characters fits, one
-# of 95 wraps (chapter 1). (CODE_COLUMNS keeps the library's listings two characters inside.)
+# of 95 wraps (chapter 1); tests/book_checks.py refuses an output line longer than that.
+# (CODE_COLUMNS keeps the library's listings two characters inside.)
 BOX_COLUMNS = 94
-# An output box whose longest line is longer than BOX_COLUMNS, up to this many characters, is
-# set in the smaller font that holds it (8 pt x 94 / its length, at least 7 pt): wrapped, the
-# rows of a printed table or a list of numbers lose their columns. Longer lines wrap.
-SHRINK_COLUMNS = 108
 # A code cell whose code and output's first rows fit in this many rows of code (about a third
 # of a page) starts on a page where they all fit; a longer one breaks where it may. (At 30, half
 # a page, 28 pages were a third empty or more: a long box moved whole to the next page.) What
@@ -437,36 +434,69 @@ def _rows(line: str, columns: int = CODE_COLUMNS) -> int:
     return max(1, math.ceil(len(line.expandtabs()) / columns))
 
 
-def output_columns(text: str) -> int:
-    """The characters a line of an output box must hold: ``CODE_COLUMNS``, or its longest
-    line where that is longer than a row holds (``BOX_COLUMNS``), up to ``SHRINK_COLUMNS``
-    (the box is set in a smaller font); a box whose longest line is longer still keeps the
-    font and wraps."""
-    longest = max((len(line.expandtabs()) for line in text.split("\n")), default=0)
-    return longest if BOX_COLUMNS < longest <= SHRINK_COLUMNS else CODE_COLUMNS
+# A break that the statements of a box offer is taken only if it leaves no run of more lines
+# than this without one (a long docstring or call): otherwise the box breaks at any line.
+STATEMENT_RUN = 30
 
 
 def code_box_need(text: str, columns: int = CODE_COLUMNS) -> tuple[str, int]:
     """(breaks, rows) for a code box: a 0 or 1 for each line, 1 where the box may break
     before that line (at least four non-blank lines on each side, and no blank line at the
-    top of the next page), and the rows that must fit on the page where the box starts: up
-    to its first break, or all of them. ``columns``: the characters a row holds."""
+    top of the next page; in Python, only before a statement, and not between a block's
+    header and its body: ``_statement_starts``), and the rows that must fit on the page
+    where the box starts: up to its first break, or all of them. ``columns``: the
+    characters a row holds."""
     lines = text.rstrip("\n").split("\n")
     filled = [bool(line.strip()) for line in lines]
-    breaks = "".join(
-        "1" if filled[j] and sum(filled[:j]) >= 4 and sum(filled[j:]) >= 4 else "0"
-        for j in range(len(lines)))
+    anywhere = [filled[j] and sum(filled[:j]) >= 4 and sum(filled[j:]) >= 4
+                for j in range(len(lines))]
+    starts = _statement_starts(text, len(lines))
+    clean = [a and s for a, s in zip(anywhere, starts)]
+    at = [0] + [j for j, c in enumerate(clean) if c] + [len(lines)]
+    if any(clean) and max(b - a for a, b in zip(at, at[1:])) <= STATEMENT_RUN:
+        anywhere = clean
+    breaks = "".join("1" if a else "0" for a in anywhere)
     first = breaks.find("1")
     return breaks, sum(_rows(line, columns)
                        for line in (lines if first < 0 else lines[:first]))
 
 
+def _statement_starts(text: str, count: int) -> list[bool]:
+    """For each of ``count`` lines of ``text``, whether a page may break before it: where
+    it starts a statement or a comment, but not the first line of a block (after a header
+    that ends with a colon, or a decorator). A page broke after "def weights(q, k,
+    mask=None):", inside a list comprehension, after "with torch.no_grad():". Every line
+    where ``text`` is not Python (an output)."""
+    starts, after_header, previous = [False] * count, False, ""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return [True] * count
+    fresh = True  # at the start of a logical line
+    for tok in tokens:
+        row = tok.start[0] - 1
+        if tok.type in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+            continue
+        if tok.type == tokenize.NEWLINE:
+            after_header, fresh = previous in (":",) or after_header == "@", True
+            continue
+        if tok.type == tokenize.COMMENT and tok.start[1] == len(tok.line) - len(
+                tok.line.lstrip()) and row < count:
+            starts[row] = fresh and not after_header
+            continue
+        if fresh and row < count:
+            starts[row] = not after_header
+            after_header = "@" if tok.string == "@" else False
+            fresh = False
+        if tok.type != tokenize.COMMENT:
+            previous = tok.string
+    return starts
+
+
 class PrintedCodeBoxes(SphinxPostTransform):
     """``\\bookcodebox{breaks}{rows}`` before each code box of the LaTeX. A code cell's box
     also reserves the first rows of its output's box, so that the output starts on the page
-    where the code ends (unless together they would take more than half a page). Before an
-    output box whose longest line a row does not hold, ``\\bookcodecolumns{characters}``:
-    the box is set in the font that holds them (see ``output_columns``)."""
+    where the code ends (unless together they would take more than half a page)."""
 
     default_priority = 900
     builders = ("latex",)
@@ -475,11 +505,9 @@ class PrintedCodeBoxes(SphinxPostTransform):
         for block in list(self.document.findall(nodes.literal_block)):
             if any(isinstance(a, (nodes.table, nodes.footnote)) for a in _ancestors(block)):
                 continue
-            columns, breaks, rows, tail = code_box_rows(block)
+            breaks, rows, tail = code_box_rows(block)
             target = block.parent if _is_captioned(block) else block
             latex = f"\n\\bookcodebox{{{breaks}}}{{{rows}}}{tail}\n"
-            if columns != CODE_COLUMNS:
-                latex = f"\n\\bookcodecolumns{{{columns}}}{latex}"
             target.parent.insert(target.parent.index(target),
                                  nodes.raw("", latex, format="latex"))
             if not _is_output(block):
@@ -488,19 +516,17 @@ class PrintedCodeBoxes(SphinxPostTransform):
             _keep_lead_with(_lead_in(_box_of(table)), table_rows(table))
 
 
-def code_box_rows(block) -> tuple[int, str, int, str]:
-    """(columns, breaks, rows, tail) of a code box: the characters a row holds, where it may
-    break and the rows that must fit where it starts (``code_box_need``), and for a code
-    cell with an output, the rows of both and the LaTeX that keeps them together
-    (``_with_output``)."""
-    text, is_output = block.astext(), _is_output(block)
-    columns = output_columns(text) if is_output else CODE_COLUMNS
-    breaks, rows = code_box_need(text, columns)
+def code_box_rows(block) -> tuple[str, int, str]:
+    """(breaks, rows, tail) of a code box: where it may break and the rows that must fit
+    where it starts (``code_box_need``), and for a code cell with an output, the rows of both
+    and the LaTeX that keeps them together (``_with_output``)."""
+    text = block.astext()
+    breaks, rows = code_box_need(text)
     output = _cell_output_block(block)
     if output is None:
-        return columns, breaks, rows, ""
+        return breaks, rows, ""
     lead = _lead_in(_box_of(block))
-    return (columns, breaks, *_with_output(text, breaks, rows, output, _lead_lines(lead)))
+    return (breaks, *_with_output(text, breaks, rows, output, _lead_lines(lead)))
 
 
 def _with_output(text: str, breaks: str, rows: int, output, lines: int) -> tuple[int, str]:
@@ -513,8 +539,7 @@ def _with_output(text: str, breaks: str, rows: int, output, lines: int) -> tuple
     code's last break, so that the output does not start a page alone."""
     code_rows = [_rows(line) for line in text.rstrip("\n").split("\n")]
     whole = sum(code_rows)
-    with_output = whole + code_box_need(
-        output.astext(), output_columns(output.astext()))[1] + OUTPUT_GAP
+    with_output = whole + code_box_need(output.astext())[1] + OUTPUT_GAP
     if with_output <= KEEP_TOGETHER and (
             lines + with_output <= KEEP_LEAD or "1" not in breaks):
         return with_output, ""
@@ -1047,7 +1072,7 @@ def _rows_introduced(box) -> int | None:
     block = next(after[0].findall(nodes.literal_block), None)
     if block is None or _lead_in(_box_of(block)) is not box:
         return None
-    return code_box_rows(block)[2]
+    return code_box_rows(block)[1]
 
 
 class FramedTextBoxes(SphinxPostTransform):
@@ -1155,7 +1180,7 @@ class ColonLeadsKeepWithText(SphinxPostTransform):
 # A number and the unit after it stay on one line in print ("2.139 / bits", "96 / MiB" and
 # "(95 / %" were split at a line's end): the space between them becomes a no-break space.
 UNITS = ("%", "×", "nats?", "bits?", "bytes?", "tokens?", "steps?", "characters?", "chars",
-         "seconds?", "minutes?", "hours?", "CPU-seconds", "CPU", "million", "billion",
+         "seconds?", "minutes?", "hours?", "CPU", "million", "billion",
          "KiB", "MiB", "GiB", "KB", "MB", "GB", "GB/s", "MB/s", "ms", "s", "pt", "mm", "px",
          "threads?", "cores?", "lines?", "words?", "layers?", "heads?", "parameters", "pages?",
          "epochs?", "positions?", "blocks?", "dimensions?", "pairs?", "merges?", "plays?",
@@ -1170,7 +1195,7 @@ _NOT_PRINTED_TEXT = (nodes.FixedTextElement, nodes.literal, nodes.math, nodes.ra
 def units_with_numbers(document) -> None:
     """Join a number to its unit with a no-break space in the prose, captions, headings and
     table cells (not in code), also where the number is a glued value and the unit the text
-    after it."""
+    after it; and "et" to "al." ("Sennrich et" / "al." was split)."""
     for block in document.findall(nodes.TextElement):
         if isinstance(block, _NOT_PRINTED_TEXT) or any(
                 isinstance(a, _NOT_PRINTED_TEXT) for a in _ancestors(block)):
@@ -1181,7 +1206,7 @@ def units_with_numbers(document) -> None:
                 # a formula that ends in a number ("32 \times 128 = 4096") is one
                 before = str(text) if isinstance(text.parent, nodes.math) else ""
                 continue
-            new = _PROSE_NUMBER_UNIT.sub("\\1\u00a0", str(text))
+            new = _PROSE_NUMBER_UNIT.sub("\\1\u00a0", str(text)).replace(" et al.", " et\u00a0al.")
             if re.search(r"(?<![\w.-])\d[\d,.]*$", before) and _STARTS_WITH_UNIT.match(new):
                 new = "\u00a0" + new[1:]
             if new != str(text):
@@ -1194,13 +1219,20 @@ def units_with_numbers(document) -> None:
 SHORT_CODE = 20
 
 
+_QUOTED = re.compile(r"""(['"])[^'"]*\1""")
+
+
 def short_code_whole(document) -> None:
-    """No-break spaces in the inline code of at most ``SHORT_CODE`` characters."""
+    """No-break spaces in the inline code of at most ``SHORT_CODE`` characters, and in the
+    strings of longer code (``' world'`` lost its space at a line's end)."""
     for literal in list(document.findall(nodes.literal)):
         text = literal.astext()
-        if " " in text and len(text) <= SHORT_CODE and len(literal) == 1 and isinstance(
-                literal[0], nodes.Text):
+        if " " not in text or len(literal) != 1 or not isinstance(literal[0], nodes.Text):
+            continue
+        if len(text) <= SHORT_CODE:
             literal[0] = nodes.Text(text.replace(" ", "\u00a0"))
+        elif (whole := _QUOTED.sub(lambda m: m.group(0).replace(" ", "\u00a0"), text)) != text:
+            literal[0] = nodes.Text(whole)
 
 
 # A name that ends in a number after a hyphen ("GPT-2", "distinct-2") is not broken at its

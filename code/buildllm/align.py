@@ -256,7 +256,7 @@ def training_prompts(tokenizer: Tokenizer, n: int, length: int, seed: int = 0,
 
 
 def training_text(tokenizer: Tokenizer, corpus: str) -> torch.Tensor:
-    """Tiny Shakespeare's training 90 % (``corpus`` the whole) as token ids ``(N,)``, for
+    """Tiny Shakespeare's training 90% (``corpus`` the whole) as token ids ``(N,)``, for
     :func:`lm_loss`; encoded once and cached on disk (:func:`data.encode_corpus`)."""
     ids = data.encode_corpus(tokenizer, data.train_val_split(corpus)[0])
     return torch.from_numpy(ids.astype(np.int64))
@@ -355,8 +355,8 @@ def sibling_novelty(lines: Sequence[str], group: int, power: float = 3.0) -> tor
     (the ``group`` lines in a row sampled after one prompt) raised to ``power``, the overlap
     of two lines being the share of their distinct pairs of neighbouring words that both
     hold. 1 for a line that shares no pair with a sibling, 0 for a line that a sibling
-    repeats; the cube (``power`` 3) spares a shared phrase: an overlap of 0.3 costs 2.7 %,
-    not 30 %. No reward of one line can see a model that writes the same line after every
+    repeats; the cube (``power`` 3) spares a shared phrase: an overlap of 0.3 costs 2.7%,
+    not 30%. No reward of one line can see a model that writes the same line after every
     prompt; siblings can."""
     if group < 1 or len(lines) % group:
         raise ValueError(f"{len(lines)} lines do not split into groups of {group}")
@@ -775,7 +775,7 @@ def measure(model: torch.nn.Module, tokenizer: Tokenizer, prompts: int = 200,
     """One line after each of ``prompts`` speech openings of the held-out
     :data:`TEST_PLAYS`, cut to ``prompt_tokens``, sampled at temperature 0.8, top-k 40 (the
     best of ``best_of`` by ``reward``, :func:`best_of_n`): the share of
-    lines of exactly ten syllables (with its 95 % Wilson interval), the mean reward
+    lines of exactly ten syllables (with its 95% Wilson interval), the mean reward
     (:func:`verse.reward`, default weights, whatever picked the lines), the English-word
     share, distinct-2, the lines sampled, the lines, and the held-out nats per character
     (:func:`held_out_nats`)."""

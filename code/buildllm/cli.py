@@ -272,7 +272,10 @@ def generate_command(args: argparse.Namespace) -> int:
     pieces = stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          seed=args.seed, use_cache=not args.no_cache)
-    first = next(pieces, "")  # the prompt is encoded and checked before anything is printed
+    try:  # the prompt is encoded and checked before anything is printed
+        first = next(pieces, "")
+    except ValueError as e:  # a character its tokenizer does not know; too long a prompt
+        raise ValueError(f"the prompt does not suit the checkpoint {args.checkpoint}: {e}") from e
     sys.stdout.write(args.prompt + first)
     sys.stdout.flush()
     for piece in pieces:

@@ -175,9 +175,9 @@ class TrainConfig:
 
     model: GPTConfig = field(default_factory=lambda: preset("book"))  # vocab_size: of BPE
     tokenizer: str = "bpe"  # "char" (one id per character) or "bpe"
-    # What it trains on: Tiny Shakespeare's first 90 %, or that and the plays it lacks, less
+    # What it trains on: Tiny Shakespeare's first 90%, or that and the plays it lacks, less
     # the held-out ones ("plays": data.more_plays). Validation is always Tiny Shakespeare's
-    # 10 %.
+    # 10%.
     corpus: str = "tiny_shakespeare"
     batch_size: int = 32  # sequences per step, summed over all processes
     max_steps: int = 2000
@@ -186,7 +186,7 @@ class TrainConfig:
     min_lr: float = 2e-4  # where the learning rate ends
     warmup_steps: int = 100
     # how the rate falls after the warmup: "cosine", a half cosine down to min_lr; "wsd"
-    # (warmup, stable, decay), flat and then a straight line down to min_lr
+    # (warm-up, stable, decay), flat and then a straight line down to min_lr
     schedule: str = "cosine"
     cooldown: float = 0.2  # with "wsd": the last fraction of the run, where the rate falls
     weight_decay: float = 0.1  # on matrices only
@@ -286,18 +286,18 @@ RECIPES: dict[str, TrainConfig] = {
                         bias=False), tokenizer="char", batch_size=12, max_steps=2000, lr=1e-3,
         min_lr=1e-4, warmup_steps=100, eval_interval=250),
 }
-# The book's best CPU recipe (chapter "From GPT-2 to today's LLMs"): the `llama` preset cut to
+# The book's best CPU recipe (chapter "From GPT-2 to today's LLMs"): the "llama" preset cut to
 # two blocks and a 64-token context, on the same BPE tokenizer, many small steps at a high
 # learning rate, held for the first half of the run, then brought down to 0 in a straight line
 # (WSD). Tuned on two cores for the time that nanogpt_cpu's 2000 steps take there
-# (`make bench BENCH=recipe`; the ablation behind it: `make bench BENCH=ablation`).
+# (make bench BENCH=recipe; the ablation behind it: make bench BENCH=ablation).
 RECIPES["modern"] = TrainConfig(
     model=preset("llama", n_layer=2, block_size=64), tokenizer="bpe", batch_size=16,
     max_steps=2000, lr=3e-3, min_lr=0.0, warmup_steps=50, schedule="wsd", cooldown=0.5,
     eval_interval=500)
-# A reader's hour (`make bench BENCH=hour`): what two CPU cores train in about 60 minutes (a
-# step took 2.3 CPU-seconds on two idle AVX-512 cores, so 3000 steps take about 57 minutes). The
-# `llama` preset made deeper and wider (six blocks of 256), and more text: Tiny Shakespeare and
+# A reader's hour (make bench BENCH=hour): what two CPU cores train in about 60 minutes (a
+# step took 2.3 CPU seconds on two idle AVX-512 cores, so 3000 steps take about 57 minutes). The
+# "llama" preset made deeper and wider (six blocks of 256), and more text: Tiny Shakespeare and
 # the plays it lacks, less the held-out ones (data.more_plays).
 RECIPES["hour"] = TrainConfig(
     model=preset("llama", n_layer=6, n_embd=256, n_head=8, n_kv_head=4, block_size=128,

@@ -253,8 +253,8 @@ def more_plays(text: str) -> str:
 def prepare_data(config: TrainConfig, text: str | None = None) -> Data:
     """The tokenizer (BPE learns from the training text only; a character tokenizer takes its
     alphabet from the whole text, as nanoGPT does), the two splits as ids, the eval windows.
-    The training text is Tiny Shakespeare's first 90 %, and for ``config.corpus == "plays"``
-    :func:`more_plays` after it; the validation text is always its last 10 %."""
+    The training text is Tiny Shakespeare's first 90%, and for ``config.corpus == "plays"``
+    :func:`more_plays` after it; the validation text is always its last 10%."""
     text = load_text() if text is None else text
     more = more_plays(text) if config.corpus == "plays" else ""
     train_text = train_val_split(text)[0] + more

@@ -27,7 +27,7 @@ measure written here from scratch and tested against a brute-force reference:
 Items 2, 3 and 5 are also measured on the *real* lines that followed the same prompts: what
 Shakespeare scores is the reference. :func:`report_card` runs everything into a plain dict (JSON
 as it is), :func:`format_cards` prints cards side by side as a Markdown table. A share comes with
-its 95 % Wilson interval (:func:`share`), which assumes independent trials: right for lines and
+its 95% Wilson interval (:func:`share`), which assumes independent trials: right for lines and
 questions, too narrow for words and runs of one line, which are not independent.
 
 Everything is seeded. The log-probability measures do not depend on the batch size; the
@@ -132,7 +132,7 @@ QUICK = Settings(prompts=8, questions=8, play_pieces=2, piece_chars=300, val_cha
 
 
 def share(k: int, n: int) -> dict:
-    """``k`` of ``n`` as ``{k, n, share, low, high}``, ``low``-``high`` its 95 % Wilson
+    """``k`` of ``n`` as ``{k, n, share, low, high}``, ``low``-``high`` its 95% Wilson
     interval; ``share``, ``low`` and ``high`` are ``None`` when ``n`` is 0."""
     if n == 0:
         return {"k": 0, "n": 0, "share": None, "low": None, "high": None}
@@ -710,8 +710,8 @@ def report_card(model: torch.nn.Module, tokenizer: Tokenizer, settings: Settings
     """Every measure of the module for one model, as a plain dict that is JSON as it is:
     ``held_out``, ``words``, ``copying``, ``metre`` (each ``sampled`` and ``real``),
     ``choice``, a few ``samples``, the ``settings``, and the wall ``seconds`` of each part.
-    ``corpus`` is Tiny Shakespeare (loaded by default): its first 90 % is the training text
-    that copying is measured against, its last 10 % the validation text."""
+    ``corpus`` is Tiny Shakespeare (loaded by default): its first 90% is the training text
+    that copying is measured against, its last 10% the validation text."""
     settings = Settings() if settings is None else settings
     corpus = data.load_text() if corpus is None else corpus
     train_text, seconds = data.train_val_split(corpus)[0], {}
@@ -759,14 +759,15 @@ LINE_ROWS = (  # (label, group, key) of the measures taken on sampled and on rea
 
 
 def format_value(value) -> str:
-    """A card's value as the table prints it: a share as ``93.1 % (91.0-94.8)``, a ratio of
-    counts as ``61.2 %``, a number as it is, a missing one as an empty cell."""
+    """A card's value as the table prints it: a share as ``93.1% (91.0–94.8)``, a ratio of
+    counts as ``61.2%``, a number as it is, a missing one as an empty cell."""
     if isinstance(value, dict) and value.get("share") is None:
         return "n/a" if value else ""
     if isinstance(value, dict) and "low" in value:
-        return f"{100 * value['share']:.1f} % ({100 * value['low']:.1f}-{100 * value['high']:.1f})"
+        low, high = 100 * value["low"], 100 * value["high"]
+        return f"{100 * value['share']:.1f}% ({low:.1f}\N{EN DASH}{high:.1f})"
     if isinstance(value, dict):
-        return f"{100 * value['share']:.1f} %"
+        return f"{100 * value['share']:.1f}%"
     return "" if value is None else str(value)
 
 
@@ -791,7 +792,7 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
               format_value(card[group]["real"].get(key))) for label, group, key in LINE_ROWS]
     choice = card["choice"]
     return rows + [("Next line chosen by total log-probability",
-                    format_value(choice["by_total"]), f"chance {100 * choice['chance']:.0f} %"),
+                    format_value(choice["by_total"]), f"chance {100 * choice['chance']:.0f}%"),
                    ("... by log-probability per character", format_value(choice["by_char"]), ""),
                    ("... by what the scene adds to it", format_value(choice["by_gain"]), "")]
 

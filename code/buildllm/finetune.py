@@ -221,7 +221,7 @@ def train_classifier(model: GPTClassifier, ids: Sequence[Sequence[int]], labels:
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion of ``k`` successes in ``n`` trials (95 %
+    """The Wilson score interval for a proportion of ``k`` successes in ``n`` trials (95%
     for ``z = 1.96``): honest near 0 and 1, where ``p ± z·sqrt(p(1-p)/n)`` is not."""
     assert 0 <= k <= n and n >= 1, f"need 0 <= k <= n and n >= 1, got k={k}, n={n}"
     p = k / n
@@ -231,7 +231,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy of predictions ``(N,)`` with its 95 % Wilson interval: ``acc``, ``lo``, ``hi``."""
+    """Accuracy of predictions ``(N,)`` with its 95% Wilson interval: ``acc``, ``lo``, ``hi``."""
     k, n = int((pred == labels).sum()), len(labels)
     lo, hi = wilson(k, n)
     return {"acc": k / n, "lo": lo, "hi": hi, "n": n}

@@ -137,9 +137,9 @@ def load_plays(names: Iterable[str] | None = None, root: str | Path | None = Non
 # ---------------------------------------------------------------------------------------------
 
 
-# A play counts as unseen when less than 1 % of its lines are in Tiny Shakespeare. The plays'
-# overlaps are either 0.001 or below (a few stock lines) or 0.37 and above (The Tempest, 37 %;
-# the nine plays Tiny Shakespeare holds, 97 % or more): any threshold in between splits them.
+# A play counts as unseen when less than 1% of its lines are in Tiny Shakespeare. The plays'
+# overlaps are either 0.001 or below (a few stock lines) or 0.37 and above (The Tempest, 37%;
+# the nine plays Tiny Shakespeare holds, 97% or more): any threshold in between splits them.
 UNSEEN_OVERLAP = 0.01
 # Held-out plays, two per genre of the First Folio (finetune.FOLIO), none of whose lines are in
 # Tiny Shakespeare (overlap): the book measures on TEST_PLAYS and chooses settings on VAL_PLAYS.

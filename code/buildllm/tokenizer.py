@@ -270,4 +270,4 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     except (ValueError, regex.error) as e:  # its contents
         problem = str(e)
     raise ValueError(f"{path} is not a readable tokenizer file ({problem}); save the tokenizer "
-                     f"again, or pass the file written by `buildllm tokenizer train`")
+                     f"again, or pass the file that \"buildllm tokenizer train\" writes")
