@@ -107,6 +107,7 @@ def test_share_has_the_wilson_interval_clipped_to_0_1():
     assert evaluate.share(0, 50)["low"] == 0.0 and evaluate.share(50, 50)["high"] == 1.0
     assert evaluate.share(0, 0)["share"] is None
     assert evaluate.format_value(s) == "93.0% (86.2\N{EN DASH}96.6)"
+    assert evaluate.format_value(7.8) == "7.80" and evaluate.format_value(None) == ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,7 +572,7 @@ def test_the_log_prob_measures_do_not_depend_on_the_batch_size(cards):
 def test_cards_side_by_side_as_a_markdown_table(cards):
     table = evaluate.format_cards({"tiny": cards[8], "again": cards[1]})
     lines = table.splitlines()
-    assert lines[0] == "| Measure | tiny | again | Real lines |"
+    assert lines[0] == "| measure | tiny | again | real lines |"
     assert lines[1] == "|---|---:|---:|---:|"
     assert all(line.count("|") == 5 for line in lines)
     assert any(line.startswith("| English words | ") and "% (" in line for line in lines)

@@ -427,6 +427,17 @@ class RaggedAPI(SphinxPostTransform):
     def run(self, **kwargs) -> None:
         if not ragged_api(self.document):
             logger.warning("bookstyle: no page book/api in the LaTeX; its text stays justified")
+        defaults_whole(self.document)
+
+
+def defaults_whole(document) -> None:
+    """No-break spaces in the default values of the API's signatures: "(1.0, 1.0, / 1.0)"
+    was split at a line's end."""
+    for default in list(document.findall(nodes.inline)):
+        if "default_value" in default["classes"]:
+            for text in list(default.findall(nodes.Text)):
+                if " " in text:
+                    text.parent.replace(text, nodes.Text(str(text).replace(" ", "\u00a0")))
 
 
 def _rows(line: str, columns: int = CODE_COLUMNS) -> int:
@@ -575,14 +586,37 @@ def _lead_lines(lead) -> int:
     return _prose_lines(lead.astext()) + (HEADING_LINES if _under_heading(lead) else 0)
 
 
+# A paragraph of this many lines or more that introduces a box may break across pages: its
+# last lines go with the box (two at least, as any paragraph's). The most characters of text
+# a line of prose holds, to count the fewest lines a paragraph can take.
+SPLIT_LEAD = 4
+LEAD_CHARS_MAX = 90
+
+
 def _keep_lead_with(lead, rows: int) -> None:
     """The sentence that introduces a box ("...:") starts on the page where the box's first
     ``rows`` fit, not alone at the foot of the page before; so does the heading right above
-    it. (Nothing where there is no such sentence, or where the two are more than half a
-    page.)"""
+    it. Before a paragraph of ``SPLIT_LEAD`` lines or more (after its heading),
+    ``\\bookbreakinlead`` instead:
+    where the paragraph and the box do not fit, the page breaks inside the paragraph, not
+    before it, and the paragraph's last lines go with the box (a whole paragraph, and its
+    heading, moved to the next page and left a third of the page empty). (Nothing where there
+    is no such sentence, or where the two are more than half a page.)"""
     if lead is None or isinstance(lead, nodes.Admonition):
         return  # (a framed box keeps with the code after it: keep_boxes_whole)
-    lines = _lead_lines(lead)
+    lines, own = _lead_lines(lead), _prose_lines(lead.astext())
+    if own >= SPLIT_LEAD and rows <= KEEP_LEAD:
+        # (at least: a line holds more than PROSE_CHARS where words are short, and a
+        # formula prints shorter than its source)
+        fewest = _prose_lines("".join(t.astext() for t in lead.findall(nodes.Text)
+                                      if not isinstance(t.parent, nodes.math)), LEAD_CHARS_MAX)
+        lead.parent.insert(lead.parent.index(lead), nodes.raw(
+            "", f"\n\\bookbreakinlead{{{own}}}{{{fewest}}}{{{rows}}}\n", format="latex"))
+        if _under_heading(lead):  # (its break, made plain: see bookstyle.sty)
+            section = lead.parent
+            section.parent.insert(section.parent.index(section), nodes.raw(
+                "", "\n\\bookbeforeleadheading\n", format="latex"))
+        return
     if lines + rows > KEEP_LEAD:
         return
     at = lead.parent if _under_heading(lead) else lead
@@ -692,7 +726,13 @@ def _plain(entry) -> str:
 
 
 def _longest_word(rows, k: int) -> int:
-    return max((len(word) for row in rows for word in _plain(row[k]).split()), default=1)
+    return max((len(word) for row in rows for word in _words(_plain(row[k]))), default=1)
+
+
+def _words(text: str) -> list[str]:
+    """The words of a cell, split at its spaces and not at its no-break spaces (which
+    ``str.split`` takes for spaces: "18.5\u00a0(13.7-24.5)" was measured as two words)."""
+    return [w for w in re.split(r"[ \t\r\n]+", text) if w]
 
 
 class RightAlignedColumns(SphinxPostTransform):
@@ -766,12 +806,17 @@ KEEP_ROWS = 3
 
 def _keep_rows_together(body) -> None:
     """Mark the rows after which a long table may not break (the first and the last
-    ``KEEP_ROWS`` rows stay together): ``BookLaTeXTranslator`` ends them with ``\\\\*``.
-    Chapter 8's report cards left two rows alone on the next page."""
+    ``KEEP_ROWS`` rows stay together, and a row with the row that it continues, whose first
+    cell starts with an ellipsis: "... tragedies"): ``BookLaTeXTranslator`` ends them with
+    ``\\\\*``. Chapter 8's report cards left two rows alone on the next page, and one
+    genre of five."""
     if len(body) < 2 * KEEP_ROWS:
         return
     for row in body[:KEEP_ROWS - 1] + body[-KEEP_ROWS:-1]:
         row["book_nobreak"] = True
+    for above, row in zip(body, body[1:]):
+        if row.children and row[0].astext().lstrip().startswith(("...", "\u2026")):
+            above["book_nobreak"] = True
 
 
 def _drop_empty_paragraphs(rows) -> None:
@@ -844,7 +889,7 @@ def _content_widths(rows, body, line: int) -> list[int]:
             (len(w) for row in head for w in _heading_words(row[k].astext())),
             default=0))
         least.append(max(heading, *(_text_len(row[k]) if _unbreakable(c) else max(
-            (len(w) for w in c.split()), default=1) for row, c in zip(body, cells)))
+            (len(w) for w in _words(c)), default=1) for row, c in zip(body, cells)))
                      + CELL_PAD)
         widths.append(max(least[k], longest + CELL_PAD) if longest <= SHORT_CELL else None)
     text = [k for k, w in enumerate(widths) if w is None]
@@ -878,8 +923,8 @@ def _given_needs(rows, body, total: int, line: int) -> list[int]:
 
 def _word_len(entry) -> int:
     """A cell's longest word, in characters of the text face: in code, wider."""
-    code = [w for n in entry.findall(nodes.literal) for w in n.astext().split()]
-    return max([len(w) for w in _plain(entry).split()]
+    code = [w for n in entry.findall(nodes.literal) for w in _words(n.astext())]
+    return max([len(w) for w in _words(_plain(entry))]
                + [math.ceil((1 + CODE_FACE) * len(w)) for w in code], default=1)
 
 
@@ -1195,7 +1240,7 @@ _NOT_PRINTED_TEXT = (nodes.FixedTextElement, nodes.literal, nodes.math, nodes.ra
 def units_with_numbers(document) -> None:
     """Join a number to its unit with a no-break space in the prose, captions, headings and
     table cells (not in code), also where the number is a glued value and the unit the text
-    after it; and "et" to "al." ("Sennrich et" / "al." was split)."""
+    after it."""
     for block in document.findall(nodes.TextElement):
         if isinstance(block, _NOT_PRINTED_TEXT) or any(
                 isinstance(a, _NOT_PRINTED_TEXT) for a in _ancestors(block)):
@@ -1206,7 +1251,7 @@ def units_with_numbers(document) -> None:
                 # a formula that ends in a number ("32 \times 128 = 4096") is one
                 before = str(text) if isinstance(text.parent, nodes.math) else ""
                 continue
-            new = _PROSE_NUMBER_UNIT.sub("\\1\u00a0", str(text)).replace(" et al.", " et\u00a0al.")
+            new = _PROSE_NUMBER_UNIT.sub("\\1\u00a0", str(text))
             if re.search(r"(?<![\w.-])\d[\d,.]*$", before) and _STARTS_WITH_UNIT.match(new):
                 new = "\u00a0" + new[1:]
             if new != str(text):
@@ -1269,9 +1314,20 @@ class UnitsWithNumbers(SphinxPostTransform):
         names_with_numbers_whole(self.document)
 
 
+def et_al_whole(text: str) -> str:
+    """"et al." with a no-break space ("Sennrich et" / "al." was split at a line's end)."""
+    return re.sub(r"\bet al\.", "et\u00a0al.", text)
+
+
 class BookLaTeXTranslator(LaTeXTranslator):
     """Sphinx's LaTeX, with the rows that ``_keep_rows_together`` marks ended by ``\\\\*``
-    (no page break after them) rather than ``\\\\``."""
+    (no page break after them) rather than ``\\\\``, and "et al." of the citations (which
+    sphinxcontrib-bibtex writes after the transforms) never split at its space."""
+
+    def visit_Text(self, node) -> None:
+        if not self.in_parsed_literal and not isinstance(node.parent, nodes.FixedTextElement):
+            node = nodes.Text(et_al_whole(str(node)))
+        super().visit_Text(node)
 
     def visit_target(self, node) -> None:
         # Sphinx ends the paragraph before a target only where the target follows it directly;

@@ -760,7 +760,8 @@ LINE_ROWS = (  # (label, group, key) of the measures taken on sampled and on rea
 
 def format_value(value) -> str:
     """A card's value as the table prints it: a share as ``93.1% (91.0–94.8)``, a ratio of
-    counts as ``61.2%``, a number as it is, a missing one as an empty cell."""
+    counts as ``61.2%``, a number to two decimals (``7.80``), a count as it is, a missing one
+    as an empty cell."""
     if isinstance(value, dict) and value.get("share") is None:
         return "n/a" if value else ""
     if isinstance(value, dict) and "low" in value:
@@ -768,6 +769,8 @@ def format_value(value) -> str:
         return f"{100 * value['share']:.1f}% ({low:.1f}\N{EN DASH}{high:.1f})"
     if isinstance(value, dict):
         return f"{100 * value['share']:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.2f}"
     return "" if value is None else str(value)
 
 
@@ -799,15 +802,17 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
 
 def format_cards(cards: Mapping[str, dict]) -> str:
     """Cards side by side as a Markdown table: a row per measure, a column per model (named
-    by the keys of ``cards``), and a last column for the real lines of the held-out plays
-    (from the first card: the same for every model at the same settings)."""
+    by the keys of ``cards``), and a last column for the real lines of the held-out plays,
+    from the first card (at the same settings the real lines differ between models only where
+    their tokenizers keep other openings: a character model's and a BPE model's by a few
+    tenths of a percent)."""
     if not cards:
         raise ValueError("format_cards needs at least one card, got none")
     names, tables = list(cards), [card_rows(c) for c in cards.values()]
     if any([r[0] for r in t] != [r[0] for r in tables[0]] for t in tables):
         raise ValueError(f"the cards of {names} have different rows (other plays or settings);"
                          f" measure every model with the same Settings")
-    out = ["| Measure | " + " | ".join(names) + " | Real lines |",
+    out = ["| measure | " + " | ".join(names) + " | real lines |",
            "|---|" + "---:|" * (len(names) + 1)]
     for i, (label, _, real) in enumerate(tables[0]):
         out.append(f"| {label} | " + " | ".join(t[i][1] for t in tables) + f" | {real} |")
