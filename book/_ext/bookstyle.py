@@ -229,14 +229,21 @@ def _factory_text(factory) -> str:
     return ast.unparse(body) if body is not None else "..."
 
 
+# What autodoc shows for a torch.nn.Module subclass that takes no arguments of its own
+# (NoPositions, ReLUSquared): torch's own "(*args, **kwargs)".
+MODULE_SIGNATURE = "(*args: Any, **kwargs: Any)"
+
+
 def readable_factory_defaults(app, what, name, obj, options, signature, return_annotation):
     """``= <factory>`` (a dataclass field's default factory) as what the factory makes
-    (``= {}``, ``= preset('book')``); remembers a class's dataclass fields for
-    :func:`skip_dataclass_fields`."""
+    (``= {}``, ``= preset('book')``), and ``()`` for a module class that takes no arguments;
+    remembers a class's dataclass fields for :func:`skip_dataclass_fields`."""
     if what == "class":
         _signature_fields.clear()
         if dataclasses.is_dataclass(obj):
             _signature_fields.update(f.name for f in dataclasses.fields(obj))
+        if signature == MODULE_SIGNATURE:  # a module without an __init__ of its own
+            return "()", return_annotation
     if signature and "<factory>" in signature:
         if what == "class" and dataclasses.is_dataclass(obj):
             for f in dataclasses.fields(obj):

@@ -448,7 +448,8 @@ def sequence_logprob(model: torch.nn.Module, prompts: torch.Tensor,
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """The k3 estimate of KL(π ‖ π_ref) per sampled token (Schulman, 2020, as DeepSeekMath):
+    """The k3 estimate of KL(π ‖ π_ref) per sampled token (from John Schulman's note
+    "Approximating KL divergence", 2020, as in DeepSeekMath):
     ``exp(ref - logp) - (ref - logp) - 1``, never negative, 0 where the two agree."""
     diff = ref_logp - logp
     return diff.exp() - diff - 1

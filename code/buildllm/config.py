@@ -289,7 +289,7 @@ RECIPES: dict[str, TrainConfig] = {
 # The book's best CPU recipe (chapter "From GPT-2 to today's LLMs"): the "llama" preset cut to
 # two blocks and a 64-token context, on the same BPE tokenizer, many small steps at a high
 # learning rate, held for the first half of the run, then brought down to 0 in a straight line
-# (WSD). Tuned on two cores for the time that nanogpt_cpu's 2000 steps take there
+# (WSD). Tuned on two cores for the time that nanogpt_cpu's 2,000 steps take there
 # (make bench BENCH=recipe; the ablation behind it: make bench BENCH=ablation).
 RECIPES["modern"] = TrainConfig(
     model=preset("llama", n_layer=2, block_size=64), tokenizer="bpe", batch_size=16,
