@@ -230,8 +230,9 @@ def _factory_text(factory) -> str:
 
 
 # What autodoc shows for a torch.nn.Module subclass that takes no arguments of its own
-# (NoPositions, ReLUSquared): torch's own "(*args, **kwargs)".
-MODULE_SIGNATURE = "(*args: Any, **kwargs: Any)"
+# (NoPositions, ReLUSquared): torch's own "(*args, **kwargs)", its annotations as autodoc
+# writes them ("~typing.Any", shortened later).
+MODULE_SIGNATURE = re.compile(r"\(\*args: [\w.~]*Any, \*\*kwargs: [\w.~]*Any\)")
 
 
 def readable_factory_defaults(app, what, name, obj, options, signature, return_annotation):
@@ -242,7 +243,7 @@ def readable_factory_defaults(app, what, name, obj, options, signature, return_a
         _signature_fields.clear()
         if dataclasses.is_dataclass(obj):
             _signature_fields.update(f.name for f in dataclasses.fields(obj))
-        if signature == MODULE_SIGNATURE:  # a module without an __init__ of its own
+        if signature and MODULE_SIGNATURE.fullmatch(signature):  # no __init__ of its own
             return "()", return_annotation
     if signature and "<factory>" in signature:
         if what == "class" and dataclasses.is_dataclass(obj):
