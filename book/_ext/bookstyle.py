@@ -486,28 +486,26 @@ def _statement_starts(text: str, count: int) -> list[bool]:
     that ends with a colon, or a decorator). A page broke after "def weights(q, k,
     mask=None):", inside a list comprehension, after "with torch.no_grad():". Every line
     where ``text`` is not Python (an output)."""
-    starts, after_header, previous = [False] * count, False, ""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return [True] * count
-    fresh = True  # at the start of a logical line
+    starts = [False] * count
+    fresh, held, previous = True, False, ""  # held: the next line stays with this one
     for tok in tokens:
         row = tok.start[0] - 1
         if tok.type in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
             continue
-        if tok.type == tokenize.NEWLINE:
-            after_header, fresh = previous in (":",) or after_header == "@", True
-            continue
-        if tok.type == tokenize.COMMENT and tok.start[1] == len(tok.line) - len(
-                tok.line.lstrip()) and row < count:
-            starts[row] = fresh and not after_header
-            continue
-        if fresh and row < count:
-            starts[row] = not after_header
-            after_header = "@" if tok.string == "@" else False
-            fresh = False
-        if tok.type != tokenize.COMMENT:
+        if tok.type == tokenize.NEWLINE:  # the end of a statement
+            fresh, held = True, held or previous == ":"
+        elif tok.type == tokenize.COMMENT:
+            if fresh and row < count:  # a comment on a line of its own
+                starts[row] = not held
+        else:
+            if fresh:
+                if row < count:
+                    starts[row] = not held
+                fresh, held = False, tok.string == "@"  # a decorator holds its def
             previous = tok.string
     return starts
 
@@ -605,11 +603,11 @@ def _keep_lead_with(lead, rows: int) -> None:
     """The sentence that introduces a box ("...:") starts on the page where the box's first
     ``rows`` fit, not alone at the foot of the page before; so does the heading right above
     it. Before a paragraph of ``SPLIT_LEAD`` lines or more (after its heading),
-    ``\\bookbreakinlead`` instead:
-    where the paragraph and the box do not fit, the page breaks inside the paragraph, not
-    before it, and the paragraph's last lines go with the box (a whole paragraph, and its
-    heading, moved to the next page and left a third of the page empty). (Nothing where there
-    is no such sentence, or where the two are more than half a page.)"""
+    ``\\bookbreakinlead`` instead: where the paragraph and the box do not fit, the page
+    breaks inside the paragraph, not before it, and the paragraph's last lines go with the
+    box (a whole paragraph, and its heading, moved to the next page and left a third of the
+    page empty). (Nothing where there is no such sentence, or where the two are more than
+    half a page.)"""
     if lead is None or isinstance(lead, nodes.Admonition):
         return  # (a framed box keeps with the code after it: keep_boxes_whole)
     lines, own = _lead_lines(lead), _prose_lines(lead.astext())
